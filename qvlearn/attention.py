@@ -1,0 +1,125 @@
+"""Vision self-attention: fused qkv, 2-D RoPE, softmax inside each segment, output projection.
+
+Explained in ``notebooks/06_attention.ipynb``.
+
+* ``qkv`` is ``Linear(D, 3D)``; its output viewed as ``[N, 3, heads, head_dim]`` is
+  ``[q (all heads) | k (all heads) | v (all heads)]``, each head-major.
+* RoPE on q and k (not v), scale ``head_dim ** -0.5`` applied to the scores, softmax in float32,
+  no causal mask.
+* Segments come from ``cu_seqlens``: a token attends only inside its segment (its image's frame pair
+  in full-attention blocks, its window in Qwen2.5-VL's window blocks). This is exactly a
+  block-diagonal mask, computed without ever forming the ``[N, N]`` matrix.
+
+Memory stays bounded: segments of equal length are batched together, and the scores are computed in
+chunks of queries (and of segments) so that no score tensor exceeds ``chunk_bytes``. A 16384-patch
+image through a full-attention block needs ~64 MiB of scores per chunk instead of 17 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .layers import linear
+from .rotary import apply_rotary
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class SegmentGroup:
+    """Segments of one length ``length``, ``count`` of them; their rows are either the contiguous
+    range ``[start, start + count*length)`` (``rows is None``) or the backend index array ``rows``."""
+
+    length: int
+    count: int
+    start: int
+    rows: object = None
+
+
+@dataclass
+class SegmentPlan:
+    """How to run attention over the segments of one ``cu_seqlens``: built once per forward on the
+    host, its index arrays moved to the backend once and reused by every block that uses it."""
+
+    groups: list
+    inverse: object  # backend index array putting concatenated group outputs back in row order, or None
+    num_rows: int
+
+    @classmethod
+    def build(cls, cu_seqlens: np.ndarray, to_backend) -> "SegmentPlan":
+        cu = np.asarray(cu_seqlens, dtype=np.int64)
+        lengths = np.diff(cu)
+        starts = cu[:-1]
+        groups, order = [], []
+        for length in np.unique(lengths[lengths > 0]):
+            seg = np.nonzero(lengths == length)[0]
+            rows = (starts[seg][:, None] + np.arange(length)).reshape(-1)  # [count * length]
+            contiguous = bool(np.all(np.diff(rows) == 1))
+            groups.append(SegmentGroup(int(length), len(seg), int(rows[0]),
+                                       None if contiguous else to_backend(rows)))
+            order.append(rows)
+        perm = np.concatenate(order)
+        identity = bool(np.array_equal(perm, np.arange(cu[-1])))
+        inverse = None
+        if not identity:
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            inverse = to_backend(inverse)
+        return cls(groups, inverse, int(cu[-1]))
+
+
+def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """``q, k, v [N, heads, d]`` -> ``[N, heads, d]``, softmax(q k^T * scale) v inside each segment."""
+    xp = array_namespace(q, k, v)
+    n, heads, d = q.shape
+    outputs = []
+    for g in plan.groups:
+        L, G = g.length, g.count
+
+        def gather(x):
+            rows = x[g.start:g.start + G * L] if g.rows is None else xp.take(x, g.rows, axis=0)
+            return xp.permute_dims(xp.reshape(rows, (G, L, heads, d)), (0, 2, 1, 3))  # [G, heads, L, d]
+
+        qg, kg, vg = gather(q), gather(k), gather(v)
+        kt = xp.permute_dims(kg, (0, 1, 3, 2))  # [G, heads, d, L]
+        # chunking: one score row costs heads * L * 4 bytes
+        rows_per_chunk = max(1, chunk_bytes // (heads * L * 4))
+        seg_chunk = max(1, rows_per_chunk // L)
+        q_chunk = L if rows_per_chunk >= L else rows_per_chunk
+        out_g = []
+        for s0 in range(0, G, seg_chunk):
+            s1 = min(G, s0 + seg_chunk)
+            parts = []
+            for q0 in range(0, L, q_chunk):
+                q1 = min(L, q0 + q_chunk)
+                scores = qg[s0:s1, :, q0:q1, :] @ kt[s0:s1]  # [g, h, c, d] @ [g, h, d, L] -> [g, h, c, L]
+                scores *= scale
+                scores -= xp.max(scores, axis=-1, keepdims=True)  # stable softmax, float32
+                scores = xp.exp(scores)
+                scores /= xp.sum(scores, axis=-1, keepdims=True)
+                parts.append(scores @ vg[s0:s1])  # [g, h, c, L] @ [g, h, L, d] -> [g, h, c, d]
+            out_g.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=2))
+        out = out_g[0] if len(out_g) == 1 else xp.concat(out_g, axis=0)  # [G, heads, L, d]
+        outputs.append(xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (G * L, heads, d)))
+    out = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
+    if plan.inverse is not None:
+        out = xp.take(out, plan.inverse, axis=0)
+    return out
+
+
+def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: SegmentPlan, num_heads: int,
+              chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """Vision attention of one block: ``x [N, D] -> [N, D]``."""
+    xp = array_namespace(x)
+    n, dim = x.shape
+    head_dim = dim // num_heads
+    qkv = linear(x, qkv_weight, qkv_bias)  # [N, D] @ [D, 3D] -> [N, 3D]
+    qkv = xp.reshape(qkv, (n, 3, num_heads, head_dim))  # [q | k | v], head-major
+    q = apply_rotary(qkv[:, 0], cos, sin)  # [N, heads, d]
+    k = apply_rotary(qkv[:, 1], cos, sin)
+    v = qkv[:, 2]
+    out = segment_attention(q, k, v, plan, head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
+    return linear(xp.reshape(out, (n, dim)), proj_weight, proj_bias)  # [N, D] @ [D, D] -> [N, D]

@@ -1,0 +1,160 @@
+"""One array backend: NumPy on the CPU, CuPy on a GPU, the same kernels.
+
+Explained in ``notebooks/00_tour.ipynb`` and ``notebooks/08_whole_encoder.ipynb``.
+
+Rules the kernels follow (so that one code path serves every backend):
+
+* A kernel takes its namespace from its inputs, ``xp = array_namespace(x)``, and only uses the
+  Python array API standard (``xp.matmul``, ``xp.reshape``, ``xp.permute_dims``, ``xp.concat`` ...).
+  It never calls ``np.`` on backend data.
+* Only this module creates backend arrays from host data and brings them back, explicitly:
+  :meth:`Backend.asarray` (host -> device) and :meth:`Backend.to_numpy` (device -> host).
+* Small integer metadata (position ids, ``cu_seqlens``, ``window_index``) is built on the host with
+  NumPy and moved once.
+
+Backends:
+
+``numpy``  the default; float32 on the CPU.
+``cupy``   the same kernels on an NVIDIA GPU (``pip install cupy-cuda12x``).
+``strict`` ``array_api_strict`` on a virtual non-CPU device: a stand-in for a GPU used by the tests,
+           where any NumPy call on backend data or implicit host transfer raises.
+
+Choose with ``backend=`` or the environment variable ``QVLEARN_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace
+
+from .errors import BackendError
+
+BACKENDS = ("numpy", "cupy", "strict")
+ENV_VAR = "QVLEARN_BACKEND"
+
+
+class Backend:
+    """An array namespace plus the two explicit host<->device moves."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "numpy":
+            import array_api_compat.numpy as xp
+
+            self.xp, self.device = xp, "cpu"
+        elif name == "cupy":
+            try:
+                import cupy
+                import array_api_compat.cupy as xp
+
+                cupy.zeros(1, dtype=cupy.float32).sum().item()  # probe: importing works without a GPU
+            except Exception as exc:  # ImportError, CUDA driver/runtime errors
+                raise BackendError(
+                    f"the cupy backend is not usable here ({type(exc).__name__}: {exc}). It needs an NVIDIA GPU "
+                    "and `pip install cupy-cuda12x` (or cupy-cuda13x); use backend='numpy' on a CPU.") from None
+            self.xp, self.device, self._cupy = xp, cupy.cuda.Device(), cupy
+        elif name == "strict":
+            import array_api_strict as xp
+
+            self.xp, self.device = xp, xp.Device("device1")
+        else:
+            raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS} "
+                               f"(argument backend= or ${ENV_VAR})")
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+    # -- the only two places where data crosses between host and backend ----------------------------
+    def asarray(self, host, dtype=None):
+        """Host (NumPy) data -> a backend array. A no-op for arrays already on this backend."""
+        if self.owns(host):
+            return host if dtype is None else self.xp.astype(host, dtype)
+        host = np.asarray(host)
+        if dtype is not None:
+            host = host.astype(_numpy_dtype(dtype), copy=False)
+        if self.name == "numpy":
+            return host
+        if self.name == "cupy":
+            return self._cupy.asarray(host)
+        return self.xp.asarray(host, device=self.device)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """A backend array -> a NumPy array on the host (one explicit transfer)."""
+        if isinstance(x, np.ndarray):
+            return x
+        if self.name == "cupy":
+            return self._cupy.asnumpy(x)
+        if self.name == "strict":
+            return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
+        raise BackendError(f"cannot bring {type(x).__name__} back to the host")
+
+    def owns(self, x) -> bool:
+        """Whether ``x`` is an array of this backend (on its device)."""
+        if self.name == "numpy":
+            return isinstance(x, np.ndarray)
+        if self.name == "cupy":
+            return isinstance(x, self._cupy.ndarray)
+        return isinstance(x, self.xp.Array) and x.device == self.device
+
+    def synchronize(self) -> None:
+        if self.name == "cupy":
+            self._cupy.cuda.get_current_stream().synchronize()
+
+
+def _numpy_dtype(dtype):
+    return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+_CACHE: dict[str, Backend] = {}
+
+
+def get_backend(backend: str | Backend | None = None) -> Backend:
+    """Resolve ``backend`` (a name, a :class:`Backend`, or ``None`` for ``$QVLEARN_BACKEND`` / numpy)."""
+    if isinstance(backend, Backend):
+        return backend
+    name = (backend or os.environ.get(ENV_VAR) or "numpy").strip().lower()
+    if name not in _CACHE:
+        _CACHE[name] = Backend(name)
+    return _CACHE[name]
+
+
+def erf(x):
+    """The error function in ``x``'s namespace, float32 in, float32 out.
+
+    NumPy has no ``erf`` and the array API standard neither: NumPy data goes to
+    ``scipy.special.erf``, CuPy data to ``cupyx.scipy.special.erf``. Other namespaces (the strict
+    test stand-in) use Eigen/XLA's float32 rational approximation, a few ulp from the exact value.
+    """
+    xp = array_namespace(x)
+    if is_numpy_namespace(xp):
+        from scipy.special import erf as _erf
+
+        return _erf(x)
+    if is_cupy_namespace(xp):
+        from cupyx.scipy.special import erf as _erf
+
+        return _erf(x)
+    return _erf_rational(x, xp)
+
+
+_ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+              -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+             -1.42647390514189e-02)
+
+
+def _erf_rational(x, xp):
+    x = xp.clip(x, -4.0, 4.0)
+    x2 = x * x
+    p = xp.full_like(x, _ERF_ALPHA[0])
+    for a in _ERF_ALPHA[1:]:
+        p = p * x2 + a
+    q = xp.full_like(x, _ERF_BETA[0])
+    for b in _ERF_BETA[1:]:
+        q = q * x2 + b
+    return x * p / q
+
+
+__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "array_namespace"]

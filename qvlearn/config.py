@@ -1,0 +1,288 @@
+"""Vision-tower configuration: reading ``config.json`` the way transformers does, and presets.
+
+Explained in ``notebooks/08_whole_encoder.ipynb``.
+
+Two traps live here (spec §1):
+
+* ``vision_config.hidden_size`` is the *LLM width* (merger output) in Qwen2-VL, where the ViT width is
+  ``embed_dim``; in Qwen2.5-VL it is the *ViT width*, and the merger output is ``out_hidden_size``.
+* Released Qwen2-VL checkpoints ship a minimal ``vision_config``; the class defaults of
+  transformers fill the rest, so those defaults are load-bearing. We apply exactly the
+  transformers 5.23 dataclass defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+QWEN2_VL = "qwen2_vl"
+QWEN2_5_VL = "qwen2_5_vl"
+FAMILIES = (QWEN2_VL, QWEN2_5_VL)
+
+# model_type strings that name each family: top level (4.x and 5.x), vision-only 5.x, vision-only 4.x.
+_FAMILY_OF_MODEL_TYPE = {
+    "qwen2_vl": QWEN2_VL,
+    "qwen2_vl_vision": QWEN2_VL,
+    "qwen2_5_vl": QWEN2_5_VL,
+    "qwen2_5_vl_vision": QWEN2_5_VL,
+}
+
+# Class defaults of transformers 5.23 `Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig` (identical in 4.x).
+HF_VISION_DEFAULTS = {
+    QWEN2_VL: dict(
+        depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4, num_heads=16,
+        in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+    ),
+    QWEN2_5_VL: dict(
+        depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16, in_channels=3,
+        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=4, window_size=112,
+        out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31],
+    ),
+}
+# transformers' attribute_map: these aliases are accepted for the same fields.
+_ALIASES = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
+DEFAULT_ROPE_THETA = 10000.0
+SUPPORTED_ACTIVATIONS = ("quick_gelu", "silu", "gelu", "gelu_pytorch_tanh")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The vision tower's shape, in one vocabulary for both families.
+
+    ``width`` is the ViT width (``embed_dim`` in Qwen2-VL, ``hidden_size`` in Qwen2.5-VL),
+    ``mlp_width`` the MLP's inner width, ``out_hidden_size`` the merger output (the LLM width).
+    """
+
+    family: str
+    depth: int
+    width: int
+    num_heads: int
+    mlp_width: int
+    hidden_act: str
+    out_hidden_size: int
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    in_channels: int = 3
+    window_size: int = 112
+    fullatt_block_indexes: tuple = ()
+    tokens_per_second: int = 2
+    rope_theta: float = DEFAULT_ROPE_THETA
+    eps: float = 1e-6
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        for name in ("depth", "width", "num_heads", "mlp_width", "out_hidden_size", "patch_size",
+                     "temporal_patch_size", "spatial_merge_size", "in_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"vision config field {name} must be a positive integer, got {value!r}")
+        if self.width % self.num_heads:
+            raise ConfigError(f"ViT width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.head_dim % 4:
+            raise ConfigError(f"head_dim {self.head_dim} must be a multiple of 4 for the 2-D rotary embedding")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; expected one of "
+                              f"{SUPPORTED_ACTIVATIONS}")
+        bad = [i for i in self.fullatt_block_indexes if not (0 <= int(i) < self.depth)]
+        if bad:
+            raise ConfigError(f"fullatt_block_indexes {list(self.fullatt_block_indexes)} name blocks outside "
+                              f"0..{self.depth - 1}: {bad}")
+        if self.family == QWEN2_5_VL and self.window_merged < 1:
+            raise ConfigError(f"window_size {self.window_size} is smaller than one merged token "
+                              f"({self.patch_size * self.spatial_merge_size} px)")
+
+    # -- derived sizes ----------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.num_heads
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one ``pixel_values`` row: C * T * P * P (3 * 2 * 14 * 14 = 1176)."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+
+    @property
+    def merge_unit(self) -> int:
+        return self.spatial_merge_size ** 2
+
+    @property
+    def window_merged(self) -> int:
+        """Window side in merged tokens: window_size // merge // patch (112 // 2 // 14 = 4)."""
+        return self.window_size // self.spatial_merge_size // self.patch_size
+
+    @property
+    def uses_windows(self) -> bool:
+        return self.family == QWEN2_5_VL
+
+    def is_full_attention_block(self, i: int) -> bool:
+        return (not self.uses_windows) or i in self.fullatt_block_indexes
+
+    # -- transformers view --------------------------------------------------------------------------
+    def to_hf_vision_dict(self) -> dict:
+        """The vision_config as transformers 5.23 spells it (complete, nothing left to defaults)."""
+        rope = {"rope_theta": self.rope_theta, "rope_type": "axial"}
+        common = dict(depth=self.depth, num_heads=self.num_heads, in_channels=self.in_channels,
+                      patch_size=self.patch_size, spatial_merge_size=self.spatial_merge_size,
+                      temporal_patch_size=self.temporal_patch_size, hidden_act=self.hidden_act,
+                      rope_parameters=rope)
+        if self.family == QWEN2_VL:
+            if self.mlp_width % self.width:
+                raise ConfigError("Qwen2-VL expresses the MLP width as an integer mlp_ratio of embed_dim")
+            return dict(common, model_type="qwen2_vl_vision", embed_dim=self.width,
+                        hidden_size=self.out_hidden_size, mlp_ratio=self.mlp_width // self.width)
+        return dict(common, model_type="qwen2_5_vl_vision", hidden_size=self.width,
+                    intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size,
+                    window_size=self.window_size, fullatt_block_indexes=list(self.fullatt_block_indexes),
+                    tokens_per_second=self.tokens_per_second)
+
+    def summary(self) -> str:
+        kind = "LayerNorm, fc1/QuickGELU/fc2, full attention" if self.family == QWEN2_VL else \
+            f"RMSNorm, SiLU-gated MLP, windows of {self.window_merged}x{self.window_merged} merged tokens, " \
+            f"full attention at {list(self.fullatt_block_indexes)}"
+        return (f"{self.family}: {self.depth} blocks, width {self.width}, {self.num_heads} heads of {self.head_dim}, "
+                f"MLP {self.mlp_width}, out {self.out_hidden_size} ({kind})")
+
+
+def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionConfig:
+    """Build a :class:`VisionConfig` from a parsed ``config.json``.
+
+    Accepts the full VLM config (``model_type`` ``qwen2_vl``/``qwen2_5_vl`` with a ``vision_config``
+    dict) or a vision-only config (4.x ``qwen2_vl``/``qwen2_5_vl`` or 5.x ``*_vision`` model types).
+    Missing fields take the transformers class defaults.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(config).__name__}")
+    top_type = config.get("model_type")
+    if "vision_config" in config:
+        vision = config["vision_config"]
+        if not isinstance(vision, dict):
+            raise ConfigError(f"{source}: vision_config must be an object")
+        type_name = top_type or vision.get("model_type")
+    else:
+        vision = config
+        type_name = top_type
+    family = _FAMILY_OF_MODEL_TYPE.get(type_name)
+    if family is None:
+        hint = ""
+        if isinstance(type_name, str) and type_name.startswith(("qwen3", "qwen2_5_omni", "glm4v")):
+            hint = " (a related model whose vision tower qvlearn does not implement)"
+        raise ConfigError(
+            f"{source}: model_type {type_name!r} is not a Qwen2-VL or Qwen2.5-VL model{hint}; qvlearn reads "
+            f"model_type one of {sorted(_FAMILY_OF_MODEL_TYPE)}. Point it at a Qwen2-VL/Qwen2.5-VL snapshot.")
+
+    values = dict(HF_VISION_DEFAULTS[family])
+    for key, value in vision.items():
+        values[_ALIASES.get(key, key)] = value
+    rope = values.get("rope_parameters") or {}
+    rope_theta = float(rope.get("rope_theta", values.get("rope_theta", DEFAULT_ROPE_THETA)))
+    if rope.get("rope_type", "axial") not in ("axial", "default"):
+        raise ConfigError(f"{source}: vision rope_type {rope.get('rope_type')!r} is not supported (expected axial)")
+    for key in ("patch_size", "temporal_patch_size"):
+        if isinstance(values[key], (list, tuple)):
+            if len(set(values[key])) != 1:
+                raise ConfigError(f"{source}: non-square {key} {values[key]} is not supported")
+            values[key] = values[key][0]
+    try:
+        if family == QWEN2_VL:
+            width = values["embed_dim"]
+            mlp_width = int(width * values["mlp_ratio"])
+            out = values["hidden_size"]
+            fullatt = ()
+        else:
+            width = values["hidden_size"]
+            mlp_width = values["intermediate_size"]
+            out = values["out_hidden_size"]
+            fullatt = tuple(int(i) for i in values["fullatt_block_indexes"])
+        return VisionConfig(
+            family=family, depth=values["depth"], width=width, num_heads=values["num_heads"],
+            mlp_width=mlp_width, hidden_act=values["hidden_act"], out_hidden_size=out,
+            patch_size=values["patch_size"], temporal_patch_size=values["temporal_patch_size"],
+            spatial_merge_size=values["spatial_merge_size"], in_channels=values["in_channels"],
+            window_size=values.get("window_size", 112), fullatt_block_indexes=fullatt,
+            tokens_per_second=values.get("tokens_per_second", 2), rope_theta=rope_theta,
+            extra={k: v for k, v in config.items() if k != "vision_config"},
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: malformed vision_config ({exc})") from None
+
+
+def read_config(path: str | os.PathLike) -> VisionConfig:
+    """Read ``config.json`` in a snapshot directory (or the file itself)."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.exists():
+        raise ConfigError(f"no config.json in {path}: a Hugging Face snapshot directory holds config.json next to "
+                          "model.safetensors (download the whole repository, not only the weights)")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{file} is not valid JSON: {exc}") from None
+    return vision_config_from_dict(config, source=str(file))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets: the vision_config exactly as each released checkpoint ships it (spec §1.2), so that the
+# loader's defaults are exercised, plus small towers for tests.
+# ----------------------------------------------------------------------------------------------------
+_Q2_ORIGINAL = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_chans=3, patch_size=14,
+                    spatial_merge_size=2, spatial_patch_size=14, temporal_patch_size=2, model_type="qwen2_vl")
+
+PRESETS: dict[str, dict] = {
+    "qwen2-vl-2b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=1536)),
+    "qwen2-vl-7b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=3584)),
+    "qwen2-vl-72b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=8192)),
+    "qwen2.5-vl-3b": dict(model_type="qwen2_5_vl", vision_config=dict(
+        hidden_size=1280, out_hidden_size=2048, tokens_per_second=2, in_chans=3, spatial_patch_size=14,
+        model_type="qwen2_5_vl")),
+    "qwen2.5-vl-7b": dict(model_type="qwen2_5_vl", vision_config=dict(
+        depth=32, hidden_act="silu", hidden_size=1280, intermediate_size=3420, num_heads=16, in_chans=3,
+        out_hidden_size=3584, patch_size=14, spatial_merge_size=2, spatial_patch_size=14, window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, temporal_patch_size=2,
+        model_type="qwen2_5_vl")),
+    "qwen2.5-vl-72b": dict(model_type="qwen2_5_vl", vision_config=dict(
+        hidden_size=1280, intermediate_size=3456, out_hidden_size=8192, tokens_per_second=2,
+        model_type="qwen2_5_vl")),
+    # Small towers with the real structure (head_dim 16, 2x2 merge, 4x4-merged-token windows).
+    "tiny-qwen2-vl": dict(model_type="qwen2_vl", vision_config=dict(
+        depth=3, embed_dim=64, mlp_ratio=4, num_heads=4, hidden_size=96, model_type="qwen2_vl")),
+    "tiny-qwen2.5-vl": dict(model_type="qwen2_5_vl", vision_config=dict(
+        depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96,
+        fullatt_block_indexes=[1, 3], tokens_per_second=2, model_type="qwen2_5_vl")),
+}
+
+
+def preset_config_dict(preset: str, **vision_overrides) -> dict:
+    """The ``config.json`` content of a preset (a full VLM config with its ``vision_config``).
+
+    ``vision_overrides`` replace vision_config fields, e.g. ``depth=4`` for a shallow full-width tower.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    base = PRESETS[preset]
+    family = _FAMILY_OF_MODEL_TYPE[base["model_type"]]
+    vision = dict(base["vision_config"], **vision_overrides)
+    arch = "Qwen2VLForConditionalGeneration" if family == QWEN2_VL else "Qwen2_5_VLForConditionalGeneration"
+    config = dict(architectures=[arch], model_type=base["model_type"], vision_config=vision,
+                  image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                  vision_end_token_id=151653, torch_dtype="bfloat16",
+                  qvlearn_preset=preset)
+    vision_config_from_dict(config, source=f"preset {preset}")  # validate early
+    return config
+
+
+def preset_config(preset: str, **vision_overrides) -> VisionConfig:
+    return vision_config_from_dict(preset_config_dict(preset, **vision_overrides), source=f"preset {preset}")
+
+
+def config_dict(cfg: VisionConfig) -> dict:
+    return asdict(cfg)

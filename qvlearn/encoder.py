@@ -1,0 +1,187 @@
+"""The whole vision encoder of Qwen2-VL and Qwen2.5-VL.
+
+Explained in ``notebooks/08_whole_encoder.ipynb``.
+
+    pixel_values [N, 1176] --patch_embed--> [N, D]
+      (2.5-VL) permute rows, cos and sin into window order
+      --blocks (full attention per frame pair, or per window in 2.5-VL's window blocks)--> [N, D]
+      --merger: ln_q, 2x2 concat, MLP--> [N/4, out_hidden_size]
+      (2.5-VL) rows back to natural order
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan
+from .backend import Backend, get_backend
+from .block import norm, vision_block
+from .config import VisionConfig, read_config
+from .errors import InputError
+from .grid import as_grid_thw, num_patches
+from .merger import merge_2x2, merger_mlp, restore_order
+from .patch_embed import conv3d_weight_as_matrix, patch_embed
+from .rotary import inv_freq, rotary_cos_sin, rotary_position_ids
+from .weights import load_weights
+from .window_index import cu_seqlens, inverse_permutation, patch_permutation, window_index
+
+Tap = Callable[[str, object], None]
+
+STAGES = ("pixel_values", "grid_thw", "patch_embeds", "position_ids", "cos", "sin", "cu_seqlens", "window_index",
+          "cu_window_seqlens", "blocks.{i}", "last_hidden_state", "merger.ln_q", "merger", "embeddings")
+"""Names of the stages a forward reports to a tap, in order. Float stages are backend arrays, index
+stages host NumPy arrays. For Qwen2.5-VL, ``patch_embeds``, ``cos`` and ``sin`` are in natural
+order, while ``blocks.{i}``, ``last_hidden_state``, ``merger.ln_q`` and ``merger`` are in window order
+(as transformers reports them); ``embeddings`` is in natural order."""
+
+
+class VisionEncoder:
+    """A loaded vision tower on one backend. Call it: ``encoder(pixel_values, grid_thw)``."""
+
+    def __init__(self, config: VisionConfig, weights: dict[str, np.ndarray], backend: str | Backend | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self.config = config
+        self.backend = get_backend(backend)
+        self.chunk_bytes = int(chunk_bytes)
+        to = self.backend.asarray
+        # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
+        self.patch_embed_weight = to(conv3d_weight_as_matrix(weights["patch_embed.proj.weight"]))
+        self.blocks = []
+        for i in range(config.depth):
+            prefix = f"blocks.{i}."
+            self.blocks.append({k[len(prefix):]: to(v) for k, v in weights.items() if k.startswith(prefix)})
+        self.merger = {k[len("merger."):]: to(v) for k, v in weights.items() if k.startswith("merger.")}
+        self.inv_freq = to(inv_freq(config.head_dim, config.rope_theta))
+
+    def __repr__(self) -> str:
+        return f"VisionEncoder({self.config.summary()}, backend={self.backend.name!r})"
+
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+    # -- input checks ---------------------------------------------------------------------------------
+    def _check_inputs(self, pixel_values, grid_thw):
+        cfg, be = self.config, self.backend
+        grid = as_grid_thw(grid_thw, cfg.spatial_merge_size)
+        rows = num_patches(grid)
+        if be.owns(pixel_values) and not isinstance(pixel_values, np.ndarray):
+            x = pixel_values
+            shape = tuple(x.shape)
+            xp = be.xp
+            if len(shape) != 2 or shape[1] != cfg.patch_dim or shape[0] != rows:
+                self._shape_error(shape, rows, grid)
+            if x.dtype != xp.float32:
+                x = xp.astype(x, xp.float32)
+            if not bool(xp.all(xp.isfinite(x))):
+                raise InputError("pixel_values hold NaN or Inf; check the preprocessing")
+            return x, grid
+        try:
+            host = np.asarray(pixel_values)
+        except Exception as exc:
+            raise InputError(f"pixel_values must be an array, got {type(pixel_values).__name__}: {exc}") from None
+        if host.ndim != 2 or host.shape[1] != cfg.patch_dim or host.shape[0] != rows:
+            self._shape_error(host.shape, rows, grid)
+        if host.dtype.kind not in "fiu":
+            raise InputError(f"pixel_values must be floating point, got dtype {host.dtype}")
+        host = host.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(host)):
+            bad = int(np.sum(~np.all(np.isfinite(host), axis=1)))
+            raise InputError(f"pixel_values hold NaN or Inf in {bad} of {rows} rows; check the preprocessing")
+        return be.asarray(host), grid
+
+    def _shape_error(self, shape, rows, grid):
+        cfg = self.config
+        raise InputError(
+            f"pixel_values of shape {list(shape)} do not fit grid_thw {grid.tolist()}: expected "
+            f"[{rows}, {cfg.patch_dim}] (sum of t*h*w rows, each C*T*P*P = {cfg.in_channels}*"
+            f"{cfg.temporal_patch_size}*{cfg.patch_size}*{cfg.patch_size} values). Pass the pixel_values and "
+            f"grid_thw returned together by qvlearn.preprocess")
+
+    # -- forward --------------------------------------------------------------------------------------
+    def __call__(self, pixel_values, grid_thw, tap: Tap | None = None):
+        """``pixel_values [N, 1176]``, ``grid_thw [k, 3]`` -> merged embeddings ``[N/4, out_hidden_size]``
+        float32 on the encoder's backend, in the order transformers returns them.
+
+        ``tap(name, array)`` is called with every stage of :data:`STAGES` as it is computed.
+        """
+        cfg, be = self.config, self.backend
+        xp = be.xp
+        emit = tap if tap is not None else (lambda name, value: None)
+        x, grid = self._check_inputs(pixel_values, grid_thw)
+        m = cfg.spatial_merge_size
+        emit("pixel_values", x)
+        emit("grid_thw", grid)
+
+        h = patch_embed(x, self.patch_embed_weight)  # [N, 1176] @ [1176, D] -> [N, D]
+        emit("patch_embeds", h)
+
+        # Host-side indices, moved to the backend once per forward and shared by all blocks.
+        position_ids = rotary_position_ids(grid, m)  # [N, 2] (row, col)
+        emit("position_ids", position_ids)
+        cos, sin = rotary_cos_sin(be.asarray(position_ids), self.inv_freq)  # [N, head_dim] each
+        emit("cos", cos)
+        emit("sin", sin)
+        cu = cu_seqlens(grid, m)
+        emit("cu_seqlens", cu)
+        full_plan = SegmentPlan.build(cu, be.asarray)
+        window_plan = inverse = None
+        if cfg.uses_windows:
+            w_index, cu_window = window_index(grid, m, cfg.window_size, cfg.patch_size)
+            emit("window_index", w_index)
+            emit("cu_window_seqlens", cu_window)
+            window_plan = SegmentPlan.build(cu_window, be.asarray)
+            rows = be.asarray(patch_permutation(w_index, m))  # window order on patch rows
+            h, cos, sin = (xp.take(a, rows, axis=0) for a in (h, cos, sin))
+            inverse = be.asarray(inverse_permutation(w_index))
+
+        for i, weights in enumerate(self.blocks):
+            plan = full_plan if cfg.is_full_attention_block(i) else window_plan
+            h = vision_block(h, weights, cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
+            emit(f"blocks.{i}", h)
+        emit("last_hidden_state", h)
+
+        normed = norm(h, self.merger, "ln_q", cfg)  # [N, D]
+        emit("merger.ln_q", normed)
+        merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), self.merger["mlp.0.weight"], self.merger["mlp.0.bias"],
+                            self.merger["mlp.2.weight"], self.merger["mlp.2.bias"])  # [N/4, out]
+        emit("merger", merged)
+        if inverse is not None:
+            merged = restore_order(merged, inverse)
+        emit("embeddings", merged)
+        return merged
+
+    def trace(self, pixel_values, grid_thw, to_numpy: bool = False) -> dict:
+        """One forward, returning every stage of :data:`STAGES` by name (``embeddings`` is the output)."""
+        stages: dict = {}
+
+        def keep(name, value):
+            stages[name] = self.backend.to_numpy(value) if to_numpy else value
+
+        self(pixel_values, grid_thw, tap=keep)
+        return stages
+
+
+def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> VisionEncoder:
+    """Open a Hugging Face snapshot directory (``config.json`` + safetensors) of Qwen2-VL or Qwen2.5-VL.
+
+    Only the ``visual.*`` tensors are read. ``backend``: ``"numpy"`` (default), ``"cupy"``, or
+    ``None`` for ``$QVLEARN_BACKEND``.
+    """
+    from pathlib import Path
+
+    from .errors import CheckpointError, ConfigError
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: give the directory of a downloaded snapshot "
+                          "(or one written by qvlearn.save_random_checkpoint)")
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file: give the snapshot directory that holds config.json and the "
+                              "safetensors weights")
+    config = read_config(path)
+    return VisionEncoder(config, load_weights(path, config), backend=backend, chunk_bytes=chunk_bytes)

@@ -1,0 +1,166 @@
+"""The reference: transformers' own vision towers and image processor, for tests and notebooks.
+
+Everything that touches torch or transformers lives here; the NumPy path never imports this module.
+Pinned reference: transformers 5.23.0, torch CPU, float32, ``attn_implementation="eager"``.
+
+* :func:`reference_tower` builds the transformers tower from a snapshot's ``config.json`` and loads
+  the same ``visual.*`` safetensors into it (bf16 upcast by torch).
+* :func:`reference_trace` runs it once and captures the stages qvlearn names in
+  :data:`qvlearn.encoder.STAGES`, through forward hooks.
+* :func:`reference_preprocess` runs ``Qwen2VLImageProcessorPil`` (the PIL backend; torchvision has no
+  CPU build on the machines this project is tested on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
+from .config import QWEN2_VL, vision_config_from_dict  # noqa: E402
+
+TRANSFORMERS_VERSION = "5.23.0"
+
+
+def hf_vision_config(config: dict, family: str):
+    """A transformers vision config object from a parsed config.json (full VLM config or vision-only)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    top = Qwen2VLConfig if family == QWEN2_VL else Qwen2_5_VLConfig
+    if "vision_config" not in config:
+        config = {"model_type": "qwen2_vl" if family == QWEN2_VL else "qwen2_5_vl", "vision_config": config}
+    full = {k: v for k, v in config.items() if k in ("model_type", "vision_config")}
+    return top(**full).vision_config
+
+
+def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float32):
+    """The transformers vision tower of the snapshot at ``path``, weights loaded, in eval mode."""
+    from safetensors.torch import load_file
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    family = vision_config_from_dict(config).family
+    vc = hf_vision_config(config, family)
+    cls = Qwen2VisionTransformerPretrainedModel if family == QWEN2_VL else Qwen2_5_VisionTransformerPretrainedModel
+    model = cls._from_config(vc, attn_implementation=attn_implementation, dtype=dtype)
+    state = {}
+    files = sorted(path.glob("*.safetensors"))
+    for file in files:
+        state.update({k[len("visual."):]: v for k, v in load_file(file).items() if k.startswith("visual.")})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"reference tower: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().to(torch.float32).cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+
+
+@torch.no_grad()
+def reference_trace(model, pixel_values, grid_thw) -> dict[str, np.ndarray]:
+    """One fp32 forward of the transformers tower; stages named as in :data:`qvlearn.encoder.STAGES`."""
+    from transformers import vision_utils as vu
+
+    cfg = model.config
+    m = cfg.spatial_merge_size
+    grid = torch.as_tensor(np.asarray(grid_thw), dtype=torch.long)
+    pv = torch.as_tensor(np.asarray(pixel_values), dtype=torch.float32)
+    stages: dict[str, np.ndarray] = {"pixel_values": pv.numpy(), "grid_thw": grid.numpy()}
+    stages["position_ids"] = vu.get_vision_position_ids(grid, m).numpy()
+    stages["cu_seqlens"] = vu.get_vision_cu_seqlens(grid).numpy()
+    if hasattr(cfg, "fullatt_block_indexes"):
+        w_index, cu_w = vu.get_vision_window_index(grid, m, cfg.window_size, cfg.patch_size)
+        stages["window_index"], stages["cu_window_seqlens"] = w_index.numpy(), cu_w.numpy()
+
+    hooks = []
+
+    def save(name, take=lambda out: out):
+        def hook(module, args, output):
+            stages[name] = _np(take(output))
+        return hook
+
+    hooks.append(model.patch_embed.register_forward_hook(save("patch_embeds")))
+
+    def rotary_hook(module, args, output):
+        stages["cos"], stages["sin"] = _np(output[0]), _np(output[1])
+
+    hooks.append(model.rotary_pos_emb.register_forward_hook(rotary_hook))
+    for i, blk in enumerate(model.blocks):
+        hooks.append(blk.register_forward_hook(save(f"blocks.{i}")))
+    hooks.append(model.merger.ln_q.register_forward_hook(save("merger.ln_q")))
+    hooks.append(model.merger.register_forward_hook(save("merger")))
+    try:
+        out = model(pv.to(next(model.parameters()).dtype), grid)
+    finally:
+        for h in hooks:
+            h.remove()
+    stages["last_hidden_state"] = _np(out.last_hidden_state)
+    stages["embeddings"] = _np(out.pooler_output)
+    return stages
+
+
+def reference_preprocess(images, min_pixels: int = 3136, max_pixels: int = 12845056):
+    """``(pixel_values, image_grid_thw)`` from transformers' ``Qwen2VLImageProcessorPil``."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    processor = Qwen2VLImageProcessorPil(size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
+    out = processor(images=images, return_tensors="np")
+    return np.asarray(out["pixel_values"]), np.asarray(out["image_grid_thw"])
+
+
+def _transformers_video_patchify():
+    """transformers' own ``Qwen2VLVideoProcessor.patchify``, compiled from its source.
+
+    The 5.x video processor module imports torchvision at import time, and torchvision has no CPU build
+    on this project's machines; its ``patchify`` itself is plain torch. We compile that one method from
+    the installed transformers source, unchanged, so the video reference is transformers' code.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers.models.qwen2_vl.video_processing_qwen2_vl")
+    source = Path(spec.origin).read_text()
+    tree = ast.parse(source)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Qwen2VLVideoProcessor")
+    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "patchify")
+    module = ast.Module(body=[fn], type_ignores=[])
+    namespace = {"torch": torch}
+    exec(compile(module, spec.origin, "exec"), namespace)
+    return namespace["patchify"]
+
+
+def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056):
+    """``(pixel_values_videos, video_grid_thw)`` for one video given as a list of frames.
+
+    Each frame goes through the resize/rescale/normalise methods of ``Qwen2VLImageProcessorPil`` (PIL
+    bicubic: the torchvision video processor cannot be imported here), then the frames are padded and
+    patchified by transformers' own video ``patchify``.
+    """
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+    from transformers.image_utils import PILImageResampling, SizeDict
+
+    processor = Qwen2VLImageProcessorPil()
+    size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
+    processed = []
+    for frame in frames:
+        image = processor.process_image(frame if isinstance(frame, Image.Image) else Image.fromarray(frame),
+                                        do_convert_rgb=True)
+        image = processor.resize(image, size=size, resample=PILImageResampling.BICUBIC, factor=28)
+        image = processor.normalize(processor.rescale(image, 1 / 255), processor.image_mean, processor.image_std)
+        processed.append(image)
+    videos = torch.from_numpy(np.stack(processed)[None])  # [1, T, C, H, W]
+    patches, t, h, w = _transformers_video_patchify()(None, videos, patch_size=14, merge_size=2,
+                                                      temporal_patch_size=2)
+    return patches[0].numpy(), np.array([[t, h, w]], dtype=np.int64)

@@ -1,0 +1,213 @@
+"""Checkpoint I/O: reading the ``visual.*`` tensors of a Hugging Face snapshot, and writing seeded
+random checkpoints in the same layout.
+
+Explained in ``notebooks/08_whole_encoder.ipynb``.
+
+* Only safetensors are read (``model.safetensors`` or ``model.safetensors.index.json`` + shards),
+  never pickled ``.bin``/``.pt`` files. Files are opened memory-mapped by the ``safetensors``
+  library; only tensors whose name starts with ``visual.`` are read; torch is not needed.
+* bf16/f16/f32 on disk, float32 in memory. bf16 -> float32 is an exact widening (the 16 bits become
+  the top half of the float32), the same values torch produces with ``.float()``.
+* Every key and shape is checked against the config; missing, extra or wrongly shaped tensors are
+  an error that lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from .config import QWEN2_VL, VisionConfig, preset_config_dict, vision_config_from_dict
+from .errors import CheckpointError
+
+PREFIX = "visual."
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+_DISK_DTYPES = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32}
+
+
+def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
+    """Checkpoint name (without ``visual.``) -> shape, for every tensor of the vision tower."""
+    D, I, C, T, P = cfg.width, cfg.mlp_width, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size
+    M = D * cfg.merge_unit
+    shapes = {"patch_embed.proj.weight": (D, C, T, P, P)}
+    for i in range(cfg.depth):
+        b = f"blocks.{i}."
+        norms = ["norm1", "norm2"]
+        for n in norms:
+            shapes[b + n + ".weight"] = (D,)
+            if cfg.family == QWEN2_VL:
+                shapes[b + n + ".bias"] = (D,)
+        shapes.update({b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
+                       b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,)})
+        if cfg.family == QWEN2_VL:
+            shapes.update({b + "mlp.fc1.weight": (I, D), b + "mlp.fc1.bias": (I,),
+                           b + "mlp.fc2.weight": (D, I), b + "mlp.fc2.bias": (D,)})
+        else:
+            for n in ("gate_proj", "up_proj"):
+                shapes.update({b + f"mlp.{n}.weight": (I, D), b + f"mlp.{n}.bias": (I,)})
+            shapes.update({b + "mlp.down_proj.weight": (D, I), b + "mlp.down_proj.bias": (D,)})
+    shapes["merger.ln_q.weight"] = (D,)
+    if cfg.family == QWEN2_VL:
+        shapes["merger.ln_q.bias"] = (D,)
+    shapes.update({"merger.mlp.0.weight": (M, M), "merger.mlp.0.bias": (M,),
+                   "merger.mlp.2.weight": (cfg.out_hidden_size, M), "merger.mlp.2.bias": (cfg.out_hidden_size,)})
+    return shapes
+
+
+def _shard_files(path: Path) -> list[Path]:
+    index = path / INDEX_FILE
+    single = path / SINGLE_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
+        names = sorted({f for k, f in weight_map.items() if k.startswith(PREFIX)})
+        if not names:
+            raise CheckpointError(f"{index} maps no 'visual.*' tensors: is this a Qwen2-VL/Qwen2.5-VL snapshot?")
+        missing = [n for n in names if not (path / n).exists()]
+        if missing:
+            raise CheckpointError(f"shards listed in {index.name} are missing from {path}: {missing} "
+                                  "(an interrupted download? fetch the snapshot again)")
+        return [path / n for n in names]
+    if single.exists():
+        return [single]
+    others = sorted(p.name for p in path.glob("*.safetensors"))
+    if others:
+        return [path / n for n in others]
+    pickled = [n for n in _PICKLED if (path / n).exists()] + sorted(p.name for p in path.glob("*.bin"))
+    if pickled:
+        raise CheckpointError(f"{path} holds only pickled weights ({pickled}); qvlearn reads safetensors only, "
+                              "never pickles. Use a snapshot with model.safetensors, or convert it with "
+                              "safetensors' convert tooling")
+    raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {path}")
+
+
+def load_weights(path: str | os.PathLike, cfg: VisionConfig) -> dict[str, np.ndarray]:
+    """Read every ``visual.*`` tensor of the snapshot at ``path`` as float32 NumPy arrays, checked
+    against ``cfg``. Keys are returned without the ``visual.`` prefix."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if path.suffix in (".bin", ".pt", ".pth"):
+        raise CheckpointError(f"{path} is a pickled checkpoint; qvlearn reads safetensors only, never pickles")
+    expected = expected_shapes(cfg)
+    weights: dict[str, np.ndarray] = {}
+    wrong: list[str] = []
+    extra: list[str] = []
+    for file in _shard_files(path):
+        try:
+            with safe_open(file, framework="numpy") as f:
+                for key in f.keys():
+                    if not key.startswith(PREFIX):
+                        continue
+                    name = key[len(PREFIX):]
+                    if name not in expected:
+                        extra.append(name)
+                        continue
+                    shape = tuple(f.get_slice(key).get_shape())
+                    if shape != expected[name]:
+                        wrong.append(f"{key}: {shape} in the file, {expected[name]} expected")
+                        continue
+                    tensor = f.get_tensor(key)
+                    if tensor.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
+                        raise CheckpointError(f"{key} in {file.name} has dtype {tensor.dtype}; expected bf16, "
+                                              "f16 or f32")
+                    weights[name] = tensor.astype(np.float32)  # exact widening for bf16 and f16
+        except SafetensorError as exc:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({exc}); the file may be truncated "
+                                  "or corrupt: download it again") from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {file}: {exc}") from None
+    missing = sorted(set(expected) - set(weights) - {w.split(":")[0][len(PREFIX):] for w in wrong})
+    extra = sorted(extra)
+    if missing or extra or wrong:
+        lines = [f"the visual.* tensors in {path} do not match the {cfg.family} config ({cfg.summary()}):"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): " + ", ".join(PREFIX + k for k in missing))
+        if extra:
+            lines.append(f"  unexpected ({len(extra)}): " + ", ".join(PREFIX + k for k in extra))
+        if wrong:
+            lines.append(f"  wrong shape ({len(wrong)}): " + "; ".join(wrong))
+        lines.append("Check that config.json belongs to these weights.")
+        raise CheckpointError("\n".join(lines))
+    return weights
+
+
+# ----------------------------------------------------------------------------------------------------
+# Seeded random checkpoints in the real layout
+# ----------------------------------------------------------------------------------------------------
+def random_weights(cfg: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded float32 weights for every tensor of the tower, scaled so that activations stay in a
+    realistic range through all blocks; norm gains are random too (1 + N(0, 0.1)), so that a port
+    that ignores them, or applies them in the wrong place, fails the comparison."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in expected_shapes(cfg).items():
+        if name.endswith(("norm1.weight", "norm2.weight", "ln_q.weight")):
+            w = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        elif name.endswith(".bias"):
+            w = 0.02 * rng.standard_normal(shape, dtype=np.float32)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            w = rng.standard_normal(shape, dtype=np.float32)
+            w *= np.float32(1.0 / np.sqrt(fan_in))
+        weights[name] = w.astype(np.float32, copy=False)
+    return weights
+
+
+def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np.ndarray], dtype="bfloat16",
+                    max_shard_bytes: int | None = None) -> Path:
+    """Write ``config.json`` and the weights (prefixed ``visual.``) as safetensors in ``dtype``.
+
+    With ``max_shard_bytes`` the tensors are split over shards with a ``model.safetensors.index.json``,
+    as large Hugging Face snapshots are.
+    """
+    from safetensors.numpy import save_file
+
+    if dtype not in _DISK_DTYPES:
+        raise CheckpointError(f"dtype must be one of {sorted(_DISK_DTYPES)}, got {dtype!r}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = dict(config, torch_dtype=dtype)
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    disk = {PREFIX + k: np.ascontiguousarray(v.astype(_DISK_DTYPES[dtype])) for k, v in weights.items()}
+    if max_shard_bytes is None:
+        save_file(disk, str(path / SINGLE_FILE), metadata={"format": "pt"})
+        return path
+    shards, current, size = [], {}, 0
+    for key, value in disk.items():
+        if current and size + value.nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = value
+        size += value.nbytes
+    shards.append(current)
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in shard})
+    index = {"metadata": {"total_size": sum(v.nbytes for v in disk.values())}, "weight_map": weight_map}
+    (path / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, dtype: str = "bfloat16",
+                           max_shard_bytes: int | None = None, **vision_overrides) -> Path:
+    """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
+
+    ``preset``: one of :data:`qvlearn.config.PRESETS` (``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``,
+    ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``). ``vision_overrides`` change vision_config fields, e.g.
+    ``depth=4`` for a shallow full-width tower. ``dtype``: ``bfloat16`` (as released), ``float16`` or
+    ``float32``. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
+    """
+    config = preset_config_dict(preset, **vision_overrides)
+    cfg = vision_config_from_dict(config, source=f"preset {preset}")
+    return save_checkpoint(path, config, random_weights(cfg, seed), dtype=dtype, max_shard_bytes=max_shard_bytes)

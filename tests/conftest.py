@@ -1,0 +1,55 @@
+"""Shared fixtures: seeded random checkpoints in the real layout, written once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+import pytest
+
+import qvlearn
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """``checkpoint(preset, dtype="bfloat16", seed=0, **overrides)`` -> snapshot directory (cached)."""
+    cache = {}
+    root = tmp_path_factory.mktemp("checkpoints")
+
+    def make(preset, dtype="bfloat16", seed=0, **overrides):
+        key = (preset, dtype, seed, repr(sorted(overrides.items())))
+        if key not in cache:
+            name = f"{preset}-{dtype}-{seed}-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items())).replace(",", "_").replace("[", "").replace("]", "")
+            cache[key] = qvlearn.save_random_checkpoint(root / name.replace(" ", ""), preset, seed=seed,
+                                                        dtype=dtype, **overrides)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mixed_batch():
+    """The batch the parity tests share: an image whose merged grid does not divide into 4x4 windows,
+    a second image whose merged grid divides exactly (so transformers pads a whole empty window row and
+    column), and a 3-frame video (padded to 4 frames = two frame pairs)."""
+    rng = np.random.default_rng(1)
+    odd = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)  # -> 140x224 px, grid 10x16, merged 5x8
+    square = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)  # -> grid 16x16, merged 8x8
+    video = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8) for _ in range(3)]  # -> (2, 6, 10)
+    return qvlearn.preprocess(images=[odd, square], videos=[video])
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        qvlearn.get_backend("cupy")
+        has_gpu = True
+    except Exception:
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="needs CuPy and an NVIDIA GPU (run on a GPU machine)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
