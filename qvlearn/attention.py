@@ -80,7 +80,7 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
         L, G = g.length, g.count
 
         def gather(x):
-            rows = x[g.start:g.start + G * L] if g.rows is None else xp.take(x, g.rows, axis=0)
+            rows = x[g.start:g.start + G * L, ...] if g.rows is None else xp.take(x, g.rows, axis=0)
             return xp.permute_dims(xp.reshape(rows, (G, L, heads, d)), (0, 2, 1, 3))  # [G, heads, L, d]
 
         qg, kg, vg = gather(q), gather(k), gather(v)
@@ -95,12 +95,12 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
             parts = []
             for q0 in range(0, L, q_chunk):
                 q1 = min(L, q0 + q_chunk)
-                scores = qg[s0:s1, :, q0:q1, :] @ kt[s0:s1]  # [g, h, c, d] @ [g, h, d, L] -> [g, h, c, L]
+                scores = qg[s0:s1, :, q0:q1, :] @ kt[s0:s1, ...]  # [g, h, c, d] @ [g, h, d, L] -> [g, h, c, L]
                 scores *= scale
                 scores -= xp.max(scores, axis=-1, keepdims=True)  # stable softmax, float32
                 scores = xp.exp(scores)
                 scores /= xp.sum(scores, axis=-1, keepdims=True)
-                parts.append(scores @ vg[s0:s1])  # [g, h, c, L] @ [g, h, L, d] -> [g, h, c, d]
+                parts.append(scores @ vg[s0:s1, ...])  # [g, h, c, L] @ [g, h, L, d] -> [g, h, c, d]
             out_g.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=2))
         out = out_g[0] if len(out_g) == 1 else xp.concat(out_g, axis=0)  # [G, heads, L, d]
         outputs.append(xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (G * L, heads, d)))
@@ -118,8 +118,8 @@ def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: S
     head_dim = dim // num_heads
     qkv = linear(x, qkv_weight, qkv_bias)  # [N, D] @ [D, 3D] -> [N, 3D]
     qkv = xp.reshape(qkv, (n, 3, num_heads, head_dim))  # [q | k | v], head-major
-    q = apply_rotary(qkv[:, 0], cos, sin)  # [N, heads, d]
-    k = apply_rotary(qkv[:, 1], cos, sin)
-    v = qkv[:, 2]
+    q = apply_rotary(qkv[:, 0, ...], cos, sin)  # [N, heads, d]
+    k = apply_rotary(qkv[:, 1, ...], cos, sin)
+    v = qkv[:, 2, ...]
     out = segment_attention(q, k, v, plan, head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
     return linear(xp.reshape(out, (n, dim)), proj_weight, proj_bias)  # [N, D] @ [D, D] -> [N, D]

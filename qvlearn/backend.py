@@ -27,7 +27,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace
+from array_api_compat import (array_namespace, is_array_api_obj, is_array_api_strict_namespace, is_cupy_namespace,
+                              is_numpy_namespace)
 
 from .errors import BackendError
 
@@ -96,11 +97,16 @@ class Backend:
             return isinstance(x, np.ndarray)
         if self.name == "cupy":
             return isinstance(x, self._cupy.ndarray)
-        return isinstance(x, self.xp.Array) and x.device == self.device
+        return is_strict_array(x) and x.device == self.device
 
     def synchronize(self) -> None:
         if self.name == "cupy":
             self._cupy.cuda.get_current_stream().synchronize()
+
+
+def is_strict_array(x) -> bool:
+    """Whether ``x`` is an ``array_api_strict`` array (the test stand-in for a device array)."""
+    return is_array_api_obj(x) and is_array_api_strict_namespace(array_namespace(x))
 
 
 def _numpy_dtype(dtype):

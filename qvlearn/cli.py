@@ -1,0 +1,130 @@
+"""Command line: ``python -m qvlearn encode IMAGE... [--model DIR] --out FILE``.
+
+Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
+Qwen2.5-VL-7B vision tower, written once to the cache directory (``$QVLEARN_CACHE``, else
+``$XDG_CACHE_HOME/qvlearn``, else ``~/.cache/qvlearn``) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PRESET = "qwen2.5-vl-7b"
+DEFAULT_SEED = 0
+
+
+def cache_dir() -> Path:
+    if os.environ.get("QVLEARN_CACHE"):
+        return Path(os.environ["QVLEARN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qvlearn"
+
+
+def default_model(preset: str | None = None, seed: int = DEFAULT_SEED, log=print) -> Path:
+    """The cached random-weight snapshot of ``preset`` (generated on first use, atomically)."""
+    from .weights import save_random_checkpoint
+
+    preset = preset or DEFAULT_PRESET
+    target = cache_dir() / f"random-{preset}-seed{seed}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log(f"generating seeded random weights of the {preset} vision tower in {target} (once)")
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        save_random_checkpoint(tmp, preset, seed=seed)
+        tmp.rename(target)
+    except OSError:
+        if not (target / "config.json").exists():  # not a concurrent writer that won
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="blocks", unit="block", disable=quiet, file=sys.stderr, leave=False)
+
+    def tap(name, value):
+        if name.startswith("blocks."):
+            bar.update(1)
+
+    return bar, tap
+
+
+def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray) -> None:
+    """``.npy``: the embeddings; ``.npz`` / ``.safetensors``: embeddings and grid_thw."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        np.save(path, embeddings)
+    elif suffix == ".npz":
+        np.savez(path, embeddings=embeddings, grid_thw=grid_thw)
+    elif suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({"embeddings": np.ascontiguousarray(embeddings), "grid_thw": np.ascontiguousarray(grid_thw)},
+                  str(path))
+    else:
+        raise SystemExit(f"error: --out must end in .npy, .npz or .safetensors, got {path.name}")
+
+
+def cmd_encode(args) -> int:
+    import qvlearn
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    if args.model is None:
+        model = default_model(log=log)
+        log(f"no --model given: using seeded random weights of the {DEFAULT_PRESET} vision tower ({model}); "
+            "the embeddings have the real shapes but no meaning. Pass --model DIR for a downloaded snapshot.")
+    else:
+        model = Path(args.model)
+    encoder = qvlearn.load_encoder(model, backend=args.backend)
+    pixel_values, grid_thw = qvlearn.preprocess(images=args.images, min_pixels=args.min_pixels,
+                                                max_pixels=args.max_pixels)
+    bar, tap = _progress(encoder.config.depth, args.quiet)
+    with bar:
+        embeddings = encoder(pixel_values, grid_thw, tap=tap)
+    embeddings = encoder.backend.to_numpy(embeddings)
+    save_output(Path(args.out), embeddings, grid_thw)
+    unit = encoder.config.merge_unit
+    for image, (t, h, w) in zip(args.images, grid_thw.tolist()):
+        print(f"{image}: grid_thw ({t}, {h}, {w}) -> {t * h * w // unit} tokens "
+              f"({h * encoder.config.patch_size}x{w * encoder.config.patch_size} px)")
+    print(f"wrote {embeddings.shape[0]} tokens x {embeddings.shape[1]} ({embeddings.dtype}) to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m qvlearn", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="images -> vision embeddings")
+    enc.add_argument("images", nargs="+", help="image files")
+    enc.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
+    enc.add_argument("--out", required=True, help="output file: .npy, .npz or .safetensors")
+    enc.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="default: $QVLEARN_BACKEND or numpy")
+    enc.add_argument("--min-pixels", type=int, default=3136)
+    enc.add_argument("--max-pixels", type=int, default=12845056)
+    enc.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    enc.set_defaults(func=cmd_encode)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .errors import QvlearnError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except QvlearnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
