@@ -24,3 +24,10 @@ def assert_close(ours, ref, rtol: float = 1e-5, name: str = "value") -> float:
     if not err <= rtol:
         raise AssertionError(f"{name}: relative error {err:.3e} exceeds {rtol:.0e}")
     return err
+
+
+def check_close(ours, ref, rtol: float = 1e-5, name: str = "value") -> float:
+    """:func:`assert_close`, then print one stable line naming the tolerance that was met (notebooks)."""
+    err = assert_close(ours, ref, rtol=rtol, name=name)
+    print(f"{name}: relative error <= {rtol:.0e}")
+    return err
