@@ -1,4 +1,8 @@
-"""Command line: ``python -m qvlearn encode IMAGE... [--model DIR] --out FILE``.
+"""Command line.
+
+    python -m qvlearn encode IMAGE... [--model DIR] --out FILE        vision embeddings
+    python -m qvlearn taps IMAGE... [--model DIR] --out FILE [--reference]   every stage of one forward
+    python -m qvlearn compare A.safetensors B.safetensors [--rtol R]  per-stage differences; exit 1 if beyond
 
 Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
 Qwen2.5-VL-7B vision tower, written once to the cache directory (``$QVLEARN_CACHE``, else
@@ -82,12 +86,7 @@ def cmd_encode(args) -> int:
     import qvlearn
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    if args.model is None:
-        model = default_model(log=log)
-        log(f"no --model given: using seeded random weights of the {DEFAULT_PRESET} vision tower ({model}); "
-            "the embeddings have the real shapes but no meaning. Pass --model DIR for a downloaded snapshot.")
-    else:
-        model = Path(args.model)
+    model = _model_or_default(args, log)
     encoder = qvlearn.load_encoder(model, backend=args.backend)
     pixel_values, grid_thw = qvlearn.preprocess(images=args.images, min_pixels=args.min_pixels,
                                                 max_pixels=args.max_pixels)
@@ -104,8 +103,54 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _model_or_default(args, log) -> Path:
+    if args.model is not None:
+        return Path(args.model)
+    model = default_model(log=log)
+    log(f"no --model given: using seeded random weights of the {DEFAULT_PRESET} vision tower ({model}); "
+        "the embeddings have the real shapes but no meaning. Pass --model DIR for a downloaded snapshot.")
+    return model
+
+
+def cmd_taps(args) -> int:
+    import json
+
+    import qvlearn
+
+    from .taps import add_natural_order, save_taps
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    model = _model_or_default(args, log)
+    pixel_values, grid_thw = qvlearn.preprocess(images=args.images, min_pixels=args.min_pixels,
+                                                max_pixels=args.max_pixels)
+    config = json.loads((model / "config.json").read_text())
+    if args.reference:
+        from .reference import reference_tower, reference_trace
+
+        stages = reference_trace(reference_tower(model), pixel_values, grid_thw)
+        source, backend = "transformers", "torch"
+    else:
+        encoder = qvlearn.load_encoder(model, backend=args.backend)
+        stages = encoder.trace(pixel_values, grid_thw, to_numpy=True)
+        source, backend = "qvlearn", encoder.backend.name
+    add_natural_order(stages)
+    save_taps(args.out, stages, source=source, config=config, backend=backend)
+    print(f"wrote {len(stages)} stages from {source} for grid_thw {grid_thw.tolist()} to {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .taps import compare_taps, format_table, load_taps
+
+    a, _ = load_taps(args.a)
+    b, _ = load_taps(args.b)
+    rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage)
+    print(format_table(rows, args.rtol))
+    return 0 if all(r.ok for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qvlearn", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m qvlearn", description="qvlearn: the Qwen2-VL / Qwen2.5-VL vision encoder in NumPy, checked against transformers")
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="images -> vision embeddings")
     enc.add_argument("images", nargs="+", help="image files")
@@ -116,6 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--max-pixels", type=int, default=12845056)
     enc.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     enc.set_defaults(func=cmd_encode)
+
+    taps = sub.add_parser("taps", help="write every stage of one forward to a safetensors tap file")
+    taps.add_argument("images", nargs="+", help="image files")
+    taps.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
+    taps.add_argument("--out", required=True, help="output .safetensors file")
+    taps.add_argument("--reference", action="store_true", help="write the taps of transformers' tower instead")
+    taps.add_argument("--backend", choices=["numpy", "cupy"], default=None)
+    taps.add_argument("--min-pixels", type=int, default=3136)
+    taps.add_argument("--max-pixels", type=int, default=12845056)
+    taps.add_argument("--quiet", action="store_true")
+    taps.set_defaults(func=cmd_taps)
+
+    cmp = sub.add_parser("compare", help="compare two tap files stage by stage (the second is the reference)")
+    cmp.add_argument("a", help="tap file to check (e.g. your port's)")
+    cmp.add_argument("b", help="reference tap file")
+    cmp.add_argument("--rtol", type=float, default=1e-4, help="max |a - b| / max |b| allowed per stage (1e-4)")
+    cmp.add_argument("--stage", action="append", help="compare only this stage (repeatable); error if missing")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,0 +1,149 @@
+"""The bridge into the language model: vision token counts, ``<|image_pad|>`` expansion, scattering the
+embeddings into the text sequence, and the 3-D M-RoPE position ids (``get_rope_index``).
+
+Explained in ``notebooks/10_bridge_to_the_llm.ipynb``. Host-side NumPy; checked against
+transformers 5.23 (spec §6).
+
+* One image or video entry with ``grid_thw = (t, h, w)`` becomes ``t*h*w / 4`` LLM tokens.
+* The chat template writes one ``<|image_pad|>`` (``<|video_pad|>``) per entry; the processor repeats it
+  to the entry's token count, and the model fills those slots with the encoder's rows in sequence order.
+* ``get_rope_index``: text runs get positions ``s .. s+L-1`` on all three rows (t, h, w); a vision run
+  with merged grid ``(t, H', W')`` gets ``T = s + floor(t_idx * interval)``, ``H = s + row``,
+  ``W = s + col``. ``interval`` is 1, except for Qwen2.5-VL videos: ``second_per_grid_t *
+  tokens_per_second`` (floored after the multiply, as 5.x does).
+* After a vision run, transformers 5.x continues text at ``s + max(H', W')``; transformers <= 4.57,
+  vLLM and Qwen's original code continue at ``max(all positions so far) + 1``. They differ only when a
+  video's temporal extent exceeds its spatial extent. Choose with ``text_after_vision``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .grid import as_grid_thw
+
+VISION_START_TOKEN_ID = 151652
+VISION_END_TOKEN_ID = 151653
+IMAGE_TOKEN_ID = 151655
+VIDEO_TOKEN_ID = 151656
+TEXT_AFTER_VISION = ("spatial", "max+1")  # transformers 5.x, transformers <= 4.57 / vLLM
+
+
+def vision_token_counts(grid_thw, spatial_merge_size: int = 2) -> np.ndarray:
+    """LLM tokens per entry: ``t * h * w / merge**2``."""
+    grid = as_grid_thw(grid_thw, spatial_merge_size)
+    return grid.prod(axis=1) // (spatial_merge_size ** 2)
+
+
+def expand_vision_pads(input_ids, image_grid_thw=None, video_grid_thw=None, *, image_token_id=IMAGE_TOKEN_ID,
+                       video_token_id=VIDEO_TOKEN_ID, spatial_merge_size: int = 2) -> np.ndarray:
+    """Repeat the k-th ``<|image_pad|>`` to entry k's token count (same for videos); 1-D ids in, 1-D out."""
+    ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
+    counts = {}
+    for token, grid, name in ((image_token_id, image_grid_thw, "image"), (video_token_id, video_grid_thw, "video")):
+        n_pads = int(np.sum(ids == token))
+        n_grids = 0 if grid is None else len(as_grid_thw(grid, spatial_merge_size))
+        if n_pads != n_grids:
+            raise InputError(f"{n_pads} <|{name}_pad|> token(s) in the text but {n_grids} {name} grid(s); the chat "
+                             f"template writes one pad per {name}")
+        counts[token] = iter(vision_token_counts(grid, spatial_merge_size).tolist()) if n_grids else iter(())
+    out = []
+    for token in ids.tolist():
+        out.extend([token] * next(counts[token]) if token in counts else [token])
+    return np.asarray(out, dtype=np.int64)
+
+
+def scatter_embeddings(text_embeds, input_ids, image_embeds=None, video_embeds=None, *,
+                       image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID) -> np.ndarray:
+    """``masked_scatter``: the k-th image-pad slot of ``input_ids [S]`` gets row k of ``image_embeds``
+    (videos likewise). Returns a new ``[S, D]`` array; raises when counts disagree."""
+    out = np.array(text_embeds, copy=True)
+    ids = np.asarray(input_ids).reshape(-1)
+    if out.shape[0] != ids.shape[0]:
+        raise InputError(f"text_embeds has {out.shape[0]} rows but input_ids {ids.shape[0]} tokens")
+    for token, embeds, name in ((image_token_id, image_embeds, "image"), (video_token_id, video_embeds, "video")):
+        slots = np.nonzero(ids == token)[0]
+        rows = 0 if embeds is None else np.asarray(embeds).shape[0]
+        if len(slots) != rows:
+            raise InputError(f"{name} features and {name} tokens do not match: {len(slots)} <|{name}_pad|> tokens, "
+                             f"{rows} embedding rows; expand the pads with expand_vision_pads first")
+        if rows:
+            if np.asarray(embeds).shape[1] != out.shape[1]:
+                raise InputError(f"{name} embeddings are {np.asarray(embeds).shape[1]} wide, the text embeddings "
+                                 f"{out.shape[1]}: is out_hidden_size the LLM width?")
+            out[slots] = embeds
+    return out
+
+
+def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None, *,
+                   attention_mask=None, spatial_merge_size: int = 2, tokens_per_second: float = 2,
+                   family: str = "qwen2_5_vl", text_after_vision: str = "spatial",
+                   image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID):
+    """3-D M-RoPE position ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` for already-expanded ``input_ids``.
+
+    ``family``: ``qwen2_vl`` (no temporal interval) or ``qwen2_5_vl``. ``text_after_vision``:
+    ``"spatial"`` (transformers 5.x) or ``"max+1"`` (transformers <= 4.57, vLLM). Padding positions
+    (``attention_mask == 0``) get 0, as in transformers.
+    """
+    if text_after_vision not in TEXT_AFTER_VISION:
+        raise InputError(f"text_after_vision must be one of {TEXT_AFTER_VISION}, got {text_after_vision!r}")
+    ids = np.atleast_2d(np.asarray(input_ids, dtype=np.int64))
+    mask = np.ones_like(ids, dtype=bool) if attention_mask is None else np.atleast_2d(np.asarray(attention_mask)) != 0
+    m = spatial_merge_size
+    grids = {1: iter(as_grid_thw(image_grid_thw, m).tolist() if image_grid_thw is not None else []),
+             2: iter(as_grid_thw(video_grid_thw, m).tolist() if video_grid_thw is not None else [])}
+    seconds = iter(np.asarray(second_per_grid_ts, dtype=np.float64).reshape(-1).tolist()
+                   if second_per_grid_ts is not None else [])
+    positions = np.zeros((3, *ids.shape), dtype=np.int64)
+    deltas = []
+    for b in range(ids.shape[0]):
+        seq = ids[b][mask[b]]
+        kinds = np.where(seq == image_token_id, 1, np.where(seq == video_token_id, 2, 0))
+        parts, s = [], 0
+        seen_max = -1
+        boundaries = np.nonzero(np.diff(kinds))[0] + 1
+        for run in np.split(np.arange(len(seq)), boundaries):
+            kind = int(kinds[run[0]])
+            if kind == 0:
+                part = np.broadcast_to(np.arange(len(run)) + s, (3, len(run)))
+                s += len(run)
+            else:
+                try:
+                    t, h, w = next(grids[kind])
+                except StopIteration:
+                    name = "image" if kind == 1 else "video"
+                    raise InputError(f"more {name} token runs than {name} grids") from None
+                gh, gw = h // m, w // m
+                if len(run) != t * gh * gw:
+                    raise InputError(f"a vision run of {len(run)} tokens does not match its grid {(t, h, w)} "
+                                     f"({t * gh * gw} tokens); expand the pads with expand_vision_pads")
+                interval = 1.0
+                if kind == 2 and family == "qwen2_5_vl":
+                    interval = tokens_per_second * next(seconds, 1.0)
+                tt = np.floor(np.arange(t) * interval).astype(np.int64)  # multiply, then floor
+                T, H, W = np.meshgrid(tt, np.arange(gh), np.arange(gw), indexing="ij")
+                part = np.stack([T.reshape(-1), H.reshape(-1), W.reshape(-1)]) + s
+                s = s + max(gh, gw) if text_after_vision == "spatial" else int(max(seen_max, part.max())) + 1
+            seen_max = max(seen_max, int(part.max()))
+            parts.append(part)
+        llm = np.concatenate(parts, axis=1)
+        positions[:, b, mask[b]] = llm
+        deltas.append(int(llm.max()) + 1 - len(seq))
+    return positions, np.asarray(deltas, dtype=np.int64)[:, None]
+
+
+def mrope_frequency_rows(head_dim: int = 128, mrope_section=(16, 24, 24)) -> np.ndarray:
+    """For each of the LLM's ``head_dim/2`` rotary frequencies, which position row drives it: 0 = t,
+    1 = h, 2 = w (``mrope_section`` [16, 24, 24] for every released Qwen2/2.5-VL)."""
+    if sum(mrope_section) != head_dim // 2:
+        raise InputError(f"mrope_section {list(mrope_section)} must sum to head_dim/2 = {head_dim // 2}")
+    return np.concatenate([np.full(n, i) for i, n in enumerate(mrope_section)])
+
+
+def llm_inv_freq(head_dim: int = 128, theta: float = 1e6) -> np.ndarray:
+    return (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)).astype(np.float32)
+
+
+__all__ = ["expand_vision_pads", "get_rope_index", "llm_inv_freq", "mrope_frequency_rows", "scatter_embeddings",
+           "vision_token_counts"]
