@@ -164,3 +164,24 @@ def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056):
     patches, t, h, w = _transformers_video_patchify()(None, videos, patch_size=14, merge_size=2,
                                                       temporal_patch_size=2)
     return patches[0].numpy(), np.array([[t, h, w]], dtype=np.int64)
+
+
+def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_merge_size: int = 2):
+    """transformers' own ``get_rope_index`` of ``Qwen2VLModel`` / ``Qwen2_5_VLModel``, bound to a stand-in
+    that holds only the config it reads (no LLM weights are built)."""
+    import functools
+    import types
+
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig as Config
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel as Model
+
+        config = Config(vision_config={"spatial_merge_size": spatial_merge_size})
+    else:
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel as Model
+
+        config = Config(vision_config={"tokens_per_second": tokens_per_second, "spatial_merge_size": spatial_merge_size})
+    stand_in = types.SimpleNamespace(config=config)
+    stand_in.get_vision_position_ids = functools.partial(Model.get_vision_position_ids, stand_in)
+    return functools.partial(Model.get_rope_index, stand_in)

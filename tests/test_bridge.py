@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import types
-
 import numpy as np
 import pytest
 import torch
 
 import qvlearn
+from qvlearn.reference import reference_get_rope_index as hf_get_rope_index
 from qvlearn.bridge import (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_END_TOKEN_ID, VISION_START_TOKEN_ID,
                             expand_vision_pads, get_rope_index, mrope_frequency_rows, scatter_embeddings,
                             vision_token_counts)
-
-
-def hf_get_rope_index(family, tokens_per_second=2):
-    """transformers' own get_rope_index, bound to a stand-in model that has only the config it reads."""
-    if family == "qwen2_vl":
-        from transformers import Qwen2VLConfig as Config
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel as Model
-        config = Config(vision_config={})
-    else:
-        from transformers import Qwen2_5_VLConfig as Config
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel as Model
-        config = Config(vision_config={"tokens_per_second": tokens_per_second})
-    fake = types.SimpleNamespace(config=config)
-    fake.get_vision_position_ids = functools.partial(Model.get_vision_position_ids, fake)
-    return functools.partial(Model.get_rope_index, fake)
 
 
 def random_prompt(rng, n_images, n_videos):

@@ -13,7 +13,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8"
 
 
 def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 10
+    assert len(NOTEBOOKS) >= 12
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
