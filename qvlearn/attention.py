@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
+from .backend import exp_
 from .layers import linear
 from .rotary import apply_rotary
 
@@ -72,9 +73,16 @@ class SegmentPlan:
 
 
 def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-    """``q, k, v [N, heads, d]`` -> ``[N, heads, d]``, softmax(q k^T * scale) v inside each segment."""
+    """``q, k, v [N, heads, d]`` -> ``[N, heads, d]``, softmax(q k^T * scale) v inside each segment.
+
+    Two reorderings keep the large ``[heads, queries, keys]`` score tensor to three passes (max, exp,
+    sum): the scale is applied to q (``N*d`` multiplies instead of ``N*N``), and the softmax
+    normalisation is applied to the ``[queries, d]`` output instead of the scores. Same mathematics;
+    the float32 roundings differ from transformers' order by about 1e-7 relative.
+    """
     xp = array_namespace(q, k, v)
     n, heads, d = q.shape
+    q = q * scale
     outputs = []
     for g in plan.groups:
         L, G = g.length, g.count
@@ -96,11 +104,12 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
             for q0 in range(0, L, q_chunk):
                 q1 = min(L, q0 + q_chunk)
                 scores = qg[s0:s1, :, q0:q1, :] @ kt[s0:s1, ...]  # [g, h, c, d] @ [g, h, d, L] -> [g, h, c, L]
-                scores *= scale
                 scores -= xp.max(scores, axis=-1, keepdims=True)  # stable softmax, float32
-                scores = xp.exp(scores)
-                scores /= xp.sum(scores, axis=-1, keepdims=True)
-                parts.append(scores @ vg[s0:s1, ...])  # [g, h, c, L] @ [g, h, L, d] -> [g, h, c, d]
+                scores = exp_(scores)
+                denominator = xp.sum(scores, axis=-1, keepdims=True)  # [g, h, c, 1]
+                out = scores @ vg[s0:s1, ...]  # [g, h, c, L] @ [g, h, L, d] -> [g, h, c, d]
+                out /= denominator
+                parts.append(out)
             out_g.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=2))
         out = out_g[0] if len(out_g) == 1 else xp.concat(out_g, axis=0)  # [G, heads, L, d]
         outputs.append(xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (G * L, heads, d)))

@@ -126,6 +126,27 @@ def get_backend(backend: str | Backend | None = None) -> Backend:
     return _CACHE[name]
 
 
+def supports_out(xp) -> bool:
+    """Whether ``xp``'s elementwise functions take ``out=`` (NumPy and CuPy ufuncs do; the array API
+    standard does not). Kernels use it to update large temporaries in place."""
+    return is_numpy_namespace(xp) or is_cupy_namespace(xp)
+
+
+def exp_(x):
+    """``exp(x)``, in place where the backend allows it (saves a pass and an allocation)."""
+    xp = array_namespace(x)
+    return xp.exp(x, out=x) if supports_out(xp) else xp.exp(x)
+
+
+def widen_bf16(bits):
+    """bf16 weights kept as their uint16 bit patterns -> float32: the 16 bits become the top half of the
+    float32 (exact, as torch's ``.float()``). Used to widen one block at a time."""
+    xp = array_namespace(bits)
+    if not supports_out(xp):
+        raise BackendError("bf16-resident weights need the numpy or cupy backend")
+    return (bits.astype(xp.uint32) << 16).view(xp.float32)
+
+
 def erf(x):
     """The error function in ``x``'s namespace, float32 in, float32 out.
 
@@ -163,4 +184,4 @@ def _erf_rational(x, xp):
     return x * p / q
 
 
-__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "array_namespace"]
+__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp_", "supports_out", "array_namespace"]

@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 
 from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan
-from .backend import Backend, get_backend
+from .backend import Backend, get_backend, supports_out, widen_bf16
 from .block import norm, vision_block
 from .config import VisionConfig, read_config
-from .errors import InputError
+from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
 from .merger import merge_2x2, merger_mlp, restore_order
 from .patch_embed import conv3d_weight_as_matrix, patch_embed
@@ -42,11 +43,24 @@ class VisionEncoder:
     """A loaded vision tower on one backend. Call it: ``encoder(pixel_values, grid_thw)``."""
 
     def __init__(self, config: VisionConfig, weights: dict[str, np.ndarray], backend: str | Backend | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32"):
+        """``weights_dtype="bfloat16"`` keeps the block and merger weights resident as bf16 (half the
+        memory) and widens one block at a time to float32 during the forward; the results are identical
+        for a bf16 checkpoint (the widening is exact), and lossy for a float32/float16 one."""
+        if weights_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"weights_dtype must be 'float32' or 'bfloat16', got {weights_dtype!r}")
         self.config = config
         self.backend = get_backend(backend)
         self.chunk_bytes = int(chunk_bytes)
-        to = self.backend.asarray
+        self.weights_dtype = weights_dtype
+        if weights_dtype == "bfloat16" and not supports_out(self.backend.xp):
+            raise BackendError("weights_dtype='bfloat16' needs the numpy or cupy backend")
+
+        def to(array):
+            if weights_dtype == "bfloat16":  # keep the bf16 bit patterns; widened per block in forward
+                return self.backend.asarray(np.asarray(array).astype(ml_dtypes.bfloat16).view(np.uint16))
+            return self.backend.asarray(array)
+
         # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
         self.patch_embed_weight = to(conv3d_weight_as_matrix(weights["patch_embed.proj.weight"]))
         self.blocks = []
@@ -54,7 +68,18 @@ class VisionEncoder:
             prefix = f"blocks.{i}."
             self.blocks.append({k[len(prefix):]: to(v) for k, v in weights.items() if k.startswith(prefix)})
         self.merger = {k[len("merger."):]: to(v) for k, v in weights.items() if k.startswith("merger.")}
-        self.inv_freq = to(inv_freq(config.head_dim, config.rope_theta))
+        self.inv_freq = self.backend.asarray(inv_freq(config.head_dim, config.rope_theta))
+
+    def _float32(self, weights: dict) -> dict:
+        """A block's (or the merger's) weights as float32 backend arrays, widening bf16 if resident."""
+        if self.weights_dtype == "float32":
+            return weights
+        return {k: widen_bf16(v) for k, v in weights.items()}
+
+    def weight_bytes(self) -> int:
+        """Bytes the resident weights take."""
+        arrays = [self.patch_embed_weight, *self.merger.values(), *(v for b in self.blocks for v in b.values())]
+        return int(sum(a.size * a.dtype.itemsize for a in arrays))
 
     def __repr__(self) -> str:
         return f"VisionEncoder({self.config.summary()}, backend={self.backend.name!r})"
@@ -116,7 +141,7 @@ class VisionEncoder:
         emit("pixel_values", x)
         emit("grid_thw", grid)
 
-        h = patch_embed(x, self.patch_embed_weight)  # [N, 1176] @ [1176, D] -> [N, D]
+        h = patch_embed(x, self._float32({"w": self.patch_embed_weight})["w"])  # [N, 1176] @ [1176, D] -> [N, D]
         emit("patch_embeds", h)
 
         # Host-side indices, moved to the backend once per forward and shared by all blocks.
@@ -140,14 +165,15 @@ class VisionEncoder:
 
         for i, weights in enumerate(self.blocks):
             plan = full_plan if cfg.is_full_attention_block(i) else window_plan
-            h = vision_block(h, weights, cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
+            h = vision_block(h, self._float32(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
             emit(f"blocks.{i}", h)
         emit("last_hidden_state", h)
 
-        normed = norm(h, self.merger, "ln_q", cfg)  # [N, D]
+        mw = self._float32(self.merger)
+        normed = norm(h, mw, "ln_q", cfg)  # [N, D]
         emit("merger.ln_q", normed)
-        merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), self.merger["mlp.0.weight"], self.merger["mlp.0.bias"],
-                            self.merger["mlp.2.weight"], self.merger["mlp.2.bias"])  # [N/4, out]
+        merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), mw["mlp.0.weight"], mw["mlp.0.bias"],
+                            mw["mlp.2.weight"], mw["mlp.2.bias"])  # [N/4, out]
         emit("merger", merged)
         if inverse is not None:
             merged = restore_order(merged, inverse)
@@ -166,15 +192,16 @@ class VisionEncoder:
 
 
 def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> VisionEncoder:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32") -> VisionEncoder:
     """Open a Hugging Face snapshot directory (``config.json`` + safetensors) of Qwen2-VL or Qwen2.5-VL.
 
     Only the ``visual.*`` tensors are read. ``backend``: ``"numpy"`` (default), ``"cupy"``, or
-    ``None`` for ``$QVLEARN_BACKEND``.
+    ``None`` for ``$QVLEARN_BACKEND``. ``weights_dtype="bfloat16"`` keeps weights resident in bf16 (half
+    the memory) and widens one block at a time.
     """
     from pathlib import Path
 
-    from .errors import CheckpointError, ConfigError
+    from .errors import CheckpointError
 
     path = Path(path)
     if not path.exists():
@@ -184,4 +211,5 @@ def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
         raise CheckpointError(f"{path} is a file: give the snapshot directory that holds config.json and the "
                               "safetensors weights")
     config = read_config(path)
-    return VisionEncoder(config, load_weights(path, config), backend=backend, chunk_bytes=chunk_bytes)
+    return VisionEncoder(config, load_weights(path, config), backend=backend, chunk_bytes=chunk_bytes,
+                         weights_dtype=weights_dtype)

@@ -11,7 +11,7 @@ import math
 
 from array_api_compat import array_namespace
 
-from .backend import erf
+from .backend import erf, exp_, supports_out
 
 
 def linear(x, weight, bias=None):
@@ -23,18 +23,30 @@ def linear(x, weight, bias=None):
 
 
 def sigmoid(x):
+    """``1 / (1 + exp(-x))``."""
     xp = array_namespace(x)
     return 1.0 / (1.0 + xp.exp(-x))
 
 
+def _x_sigmoid(x, alpha: float):
+    """``x * sigmoid(alpha * x)`` = ``x / (1 + exp(-alpha x))``, with one temporary updated in place
+    where the backend allows it (these run on the widest activations of the tower)."""
+    xp = array_namespace(x)
+    t = exp_(x * (-alpha))  # exp(-alpha x)
+    if supports_out(xp):
+        t += 1.0
+        return xp.divide(x, t, out=t)
+    return x / (1.0 + t)
+
+
 def quick_gelu(x):
     """QuickGELU of Qwen2-VL's MLP: ``x * sigmoid(1.702 x)``."""
-    return x * sigmoid(1.702 * x)
+    return _x_sigmoid(x, 1.702)
 
 
 def silu(x):
     """SiLU (swish) of Qwen2.5-VL's gated MLP: ``x * sigmoid(x)``."""
-    return x * sigmoid(x)
+    return _x_sigmoid(x, 1.0)
 
 
 def gelu(x):

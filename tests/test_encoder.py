@@ -149,3 +149,17 @@ def test_inputs_on_the_wrong_side_are_reported(checkpoint, mixed_batch):
     # transformers' processor returns torch tensors: they are accepted as host data
     out = enc(torch.from_numpy(pixel_values), torch.from_numpy(grid_thw))
     assert out.shape[0] == int(grid_thw.prod(1).sum()) // 4
+
+
+def test_bf16_resident_weights_give_identical_results(checkpoint, mixed_batch):
+    pixel_values, grid_thw = mixed_batch
+    for preset in ("tiny-qwen2-vl", "tiny-qwen2.5-vl"):
+        path = checkpoint(preset)  # bf16 on disk: widening is exact
+        f32 = qvlearn.load_encoder(path)
+        bf16 = qvlearn.load_encoder(path, weights_dtype="bfloat16")
+        np.testing.assert_array_equal(bf16(pixel_values, grid_thw), f32(pixel_values, grid_thw))
+        assert bf16.weight_bytes() < 0.6 * f32.weight_bytes()
+    with pytest.raises(qvlearn.ConfigError, match="weights_dtype"):
+        qvlearn.load_encoder(path, weights_dtype="int8")
+    with pytest.raises(qvlearn.BackendError, match="numpy or cupy"):
+        qvlearn.load_encoder(path, backend="strict", weights_dtype="bfloat16")
