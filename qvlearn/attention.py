@@ -17,10 +17,11 @@ image through a full-attention block needs ~64 MiB of scores per chunk instead o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_numpy_namespace
 
 from .backend import exp_
 from .layers import linear
@@ -119,6 +120,41 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
     return out
 
 
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="qvlearn-attn")
+    return _POOL
+
+
+def parallel_segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """:func:`segment_attention` with the heads split over CPU threads (NumPy only).
+
+    NumPy's elementwise passes (max, exp, sum of the softmax) run on one core while the matmuls use
+    all of them; splitting the heads over one thread per core, each with a single-threaded BLAS, keeps
+    every core busy through the softmax too. Heads are independent, so the result is the same.
+    """
+    xp = array_namespace(q)
+    cores = os.cpu_count() or 1
+    heads = q.shape[1]
+    if cores < 2 or heads < 2 or not is_numpy_namespace(xp):
+        return segment_attention(q, k, v, plan, scale, chunk_bytes)
+    from threadpoolctl import threadpool_limits
+
+    groups = min(heads, 4 * cores)
+    bounds = [heads * i // groups for i in range(groups + 1)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        futures = [_pool().submit(segment_attention, q[:, a:b], k[:, a:b], v[:, a:b], plan, scale,
+                                  max(1, chunk_bytes // cores)) for a, b in zip(bounds[:-1], bounds[1:])]
+        parts = [f.result() for f in futures]
+    return xp.concat(parts, axis=1)
+
+
 def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: SegmentPlan, num_heads: int,
               chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """Vision attention of one block: ``x [N, D] -> [N, D]``."""
@@ -130,5 +166,5 @@ def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: S
     q = apply_rotary(qkv[:, 0, ...], cos, sin)  # [N, heads, d]
     k = apply_rotary(qkv[:, 1, ...], cos, sin)
     v = qkv[:, 2, ...]
-    out = segment_attention(q, k, v, plan, head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
+    out = parallel_segment_attention(q, k, v, plan, head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
     return linear(xp.reshape(out, (n, dim)), proj_weight, proj_bias)  # [N, D] @ [D, D] -> [N, D]

@@ -31,19 +31,21 @@ def cache_dir() -> Path:
     return Path(base) / "qvlearn"
 
 
-def default_model(preset: str | None = None, seed: int = DEFAULT_SEED, log=print) -> Path:
-    """The cached random-weight snapshot of ``preset`` (generated on first use, atomically)."""
+def default_model(preset: str | None = None, seed: int = DEFAULT_SEED, log=print, **vision_overrides) -> Path:
+    """The cached random-weight snapshot of ``preset`` (generated on first use, atomically).
+    ``vision_overrides`` (e.g. ``depth=4``) give a variant, cached under its own name."""
     from .weights import save_random_checkpoint
 
     preset = preset or DEFAULT_PRESET
-    target = cache_dir() / f"random-{preset}-seed{seed}"
+    suffix = "".join(f"-{k}{v}" for k, v in sorted(vision_overrides.items()))
+    target = cache_dir() / f"random-{preset}-seed{seed}{suffix}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     log(f"generating seeded random weights of the {preset} vision tower in {target} (once)")
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
     try:
-        save_random_checkpoint(tmp, preset, seed=seed)
+        save_random_checkpoint(tmp, preset, seed=seed, **vision_overrides)
         tmp.rename(target)
     except OSError:
         if not (target / "config.json").exists():  # not a concurrent writer that won

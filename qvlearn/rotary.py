@@ -59,6 +59,14 @@ def rotate_half(x):
 
 
 def apply_rotary(x, cos, sin):
-    """``x [N, heads, d]`` rotated by ``cos, sin [N, d]`` (broadcast over heads), float32."""
+    """``x [N, heads, d]`` rotated by ``cos, sin [N, d]`` (broadcast over heads), float32.
+
+    ``x*cos + rotate_half(x)*sin`` written half by half, without materialising ``rotate_half(x)``:
+    the first half gets ``- x2*sin``, the second ``+ x1*sin`` (the same roundings: a + (-b) == a - b).
+    """
+    half = x.shape[-1] // 2
     cos, sin = cos[:, None, :], sin[:, None, :]  # [N, 1, d]
-    return x * cos + rotate_half(x) * sin
+    out = x * cos
+    out[..., :half] -= x[..., half:] * sin[..., :half]
+    out[..., half:] += x[..., :half] * sin[..., half:]
+    return out

@@ -1,0 +1,292 @@
+"""Benchmark: qvlearn (NumPy, float32) against transformers (torch CPU, float32, sdpa) in one run.
+
+    python -m qvlearn.bench                      # every case; writes docs/benchmarks.md and the plot
+    python -m qvlearn.bench --tiny               # a seconds-long smoke run on the tiny presets
+
+Each (implementation, case) runs in its own subprocess on the same seeded random-weight checkpoint and
+the same input, so that its peak resident memory is its own: the worker loads the tower, runs the
+warm-up forwards, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs the timed
+forwards and reads the peak (``VmHWM``). Times are medians. The FLOP count is analytic (matmuls only:
+every linear layer, ``q k^T`` and ``p v`` of every segment), and the machine's float32 matmul
+throughput is measured in the same run with NumPy on a 4096x4096 product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CASES = [  # (preset, resized height, resized width): sizes are multiples of 28, kept as they are
+    ("qwen2.5-vl-7b", 448, 448), ("qwen2.5-vl-7b", 588, 784), ("qwen2.5-vl-7b", 1344, 1344),
+    ("qwen2-vl-2b", 448, 448), ("qwen2-vl-2b", 588, 784), ("qwen2-vl-2b", 1344, 1344),
+]
+TINY_CASES = [("tiny-qwen2.5-vl", 112, 112), ("tiny-qwen2-vl", 112, 168)]
+BIG_CASE = ("qwen2-vl-2b", 1792, 1792)  # 16384 patches, full attention: a memory test
+LARGE = 5000  # cases with more patches are timed once, without warm-up
+
+
+def forward_flops(cfg, grid_thw) -> int:
+    """Matmul FLOPs of one forward (2 per multiply-add)."""
+    grid = np.asarray(grid_thw, dtype=np.int64)
+    n = int(np.sum(grid.prod(1)))
+    D, I, M = cfg.width, cfg.mlp_width, cfg.width * cfg.merge_unit
+    mlp = (3 if cfg.family == "qwen2_5_vl" else 2) * 2 * n * D * I
+    per_block = 2 * n * D * 3 * D + 2 * n * D * D + mlp
+    from .window_index import cu_seqlens, window_index
+
+    full = np.diff(cu_seqlens(grid)).astype(np.int64)
+    windows = np.diff(window_index(grid, cfg.spatial_merge_size, cfg.window_size, cfg.patch_size)[1]).astype(np.int64)
+    attention = 0
+    for i in range(cfg.depth):
+        lengths = full if cfg.is_full_attention_block(i) else windows
+        attention += int(np.sum(4 * lengths * lengths * D))
+    merger = 2 * (n // cfg.merge_unit) * M * (M + cfg.out_hidden_size)
+    return 2 * n * cfg.patch_dim * D + cfg.depth * per_block + attention + merger
+
+
+def matmul_gflops(size: int = 4096, repeat: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def _peak_rss_reset() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def worker(args) -> dict:
+    """One implementation on one case, in this process; prints a JSON line."""
+    from .course import model_dir
+    from .preprocessing import preprocess
+
+    overrides = {"depth": args.depth} if args.depth else {}
+    path = model_dir(args.preset, **overrides) if overrides else model_dir(args.preset)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    pixel_values, grid_thw = preprocess(images=[image], max_pixels=max(12845056, args.height * args.width))
+    baseline = _rss("VmRSS")
+    start = time.perf_counter()
+    if args.worker == "qvlearn":
+        from .encoder import load_encoder
+
+        encoder = load_encoder(path, weights_dtype=args.weights_dtype)
+        weights = encoder.weight_bytes()
+
+        def run():
+            encoder(pixel_values, grid_thw)
+        threads = _blas_threads()
+    else:
+        import torch
+
+        from .reference import reference_tower
+
+        model = reference_tower(path, attn_implementation="sdpa")
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        x, g = torch.from_numpy(pixel_values), torch.from_numpy(grid_thw)
+
+        def run():
+            with torch.no_grad():
+                model(x, g)
+        threads = torch.get_num_threads()
+    load_seconds = time.perf_counter() - start
+    for _ in range(args.warmup):
+        run()
+    _peak_rss_reset()
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    result = dict(impl=args.worker, preset=args.preset, height=args.height, width=args.width,
+                  patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
+                  median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
+                  weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
+                  weights_dtype=args.weights_dtype, depth=args.depth)
+    print(json.dumps(result))
+    return result
+
+
+def _blas_threads():
+    try:
+        from threadpoolctl import threadpool_info
+
+        return max((i.get("num_threads") or 0) for i in threadpool_info()) or None
+    except Exception:
+        return os.cpu_count()
+
+
+def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32", depth=0, timeout=3600) -> dict:
+    cmd = [sys.executable, "-m", "qvlearn.bench", "--worker", impl, "--preset", preset, "--height", str(height),
+           "--width", str(width), "--repeat", str(repeat), "--warmup", str(warmup), "--weights-dtype", weights_dtype,
+           "--depth", str(depth)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        return dict(impl=impl, preset=preset, height=height, width=width, error=proc.stderr.strip().splitlines()[-1:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gpu_note() -> str:
+    try:
+        from .backend import get_backend
+
+        get_backend("cupy")
+        return "CuPy finds a GPU on this machine, but the GPU cases are run with `--gpu` (not part of this table)."
+    except Exception as exc:
+        return f"No GPU on this machine ({type(exc).__name__}): the GPU cases were not measured; the CPU results stand."
+
+
+def _gb(x) -> str:
+    return f"{x / 2**30:.2f}"
+
+
+def build_report(results, peak_gflops, command) -> str:
+    from .config import preset_config
+
+    lines = ["| tower | image (px) | patches | qvlearn s | transformers s | ratio | GFLOP | qvlearn GFLOP/s | "
+             "share of matmul peak | qvlearn peak RSS GiB | transformers peak RSS GiB | weights f32 GiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ours, theirs in results:
+        if "error" in ours:
+            lines.append(f"| {ours['preset']} | {ours['height']}x{ours['width']} | failed: {ours['error']} |")
+            continue
+        cfg = preset_config(ours["preset"], **({"depth": ours["depth"]} if ours.get("depth") else {}))
+        flops = forward_flops(cfg, ours["grid_thw"])
+        rate = flops / ours["median"] / 1e9
+        t_ref = theirs.get("median") if theirs and "error" not in theirs else None
+        ratio = f"{ours['median'] / t_ref:.2f}" if t_ref else "n/a"
+        ref_s = f"{t_ref:.2f}" if t_ref else ("could not finish" if theirs else "not run")
+        ref_mem = _gb(theirs["peak_rss"]) if t_ref else "n/a"
+        name = ours["preset"] + (f" ({ours['depth']} blocks)" if ours.get("depth") else "")
+        name += " bf16-resident" if ours.get("weights_dtype") == "bfloat16" else ""
+        lines.append(f"| {name} | {ours['height']}x{ours['width']} | {ours['patches']} | {ours['median']:.2f} | {ref_s} | "
+                     f"{ratio} | {flops / 1e9:.0f} | {rate:.0f} | {rate / peak_gflops:.0%} | {_gb(ours['peak_rss'])} | "
+                     f"{ref_mem} | {_gb(_f32_bytes(cfg))} |")
+    header = [
+        "# Benchmarks", "",
+        "Generated by `python -m qvlearn.bench` (see `qvlearn/bench.py` for the method). qvlearn runs NumPy float32;",
+        "the reference is transformers 5.23 on torch CPU, float32, `attn_implementation=\"sdpa\"`; both on the same",
+        "seeded random-weight checkpoint (bf16 on disk) and the same image, on the same machine and threads, in one run.",
+        "Times are medians of the timed forwards after warm-up (cases above 5000 patches: one forward, no warm-up).",
+        "Peak RSS is the peak resident memory of the process during the timed forwards (libraries and weights included).", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_name()}), NumPy {np.__version__}; "
+        f"measured float32 matmul throughput (NumPy, 4096x4096): **{peak_gflops:.0f} GFLOP/s**.", "",
+        f"Command: `{command}`", "",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def _f32_bytes(cfg) -> int:
+    from .weights import expected_shapes
+
+    return 4 * sum(int(np.prod(s)) for s in expected_shapes(cfg).values())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def plot(results, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, preset in zip(axes, sorted({r[0]["preset"] for r in results})):
+        rows = [(o, t) for o, t in results if o["preset"] == preset and "error" not in o and not o.get("depth")
+                and o.get("weights_dtype", "float32") == "float32"]
+        rows.sort(key=lambda r: r[0]["patches"])
+        ax.plot([o["patches"] for o, _ in rows], [o["median"] for o, _ in rows], marker="o", label="qvlearn (NumPy)")
+        ref = [(o["patches"], t["median"]) for o, t in rows if t and "median" in t]
+        if ref:
+            ax.plot(*zip(*ref), marker="s", label="transformers (torch, sdpa)")
+        ax.set_title(preset)
+        ax.set_xlabel("patches")
+        ax.set_ylabel("seconds per forward")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qvlearn.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny presets, one timed run: a smoke test")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--big-depth", type=int, default=4,
+                        help="blocks of the 2B-shape tower for the 1792x1792 memory case (0: skip it)")
+    parser.add_argument("--report", default=None, help="write the Markdown report here (default: print only)")
+    parser.add_argument("--plot", default=None, help="write the time-vs-patches plot here")
+    parser.add_argument("--worker", choices=["qvlearn", "transformers"], help=argparse.SUPPRESS)
+    for name, kind, default in (("--preset", str, ""), ("--height", int, 0), ("--width", int, 0),
+                                ("--weights-dtype", str, "float32"), ("--depth", int, 0)):
+        parser.add_argument(name, type=kind, default=default, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+
+    peak = matmul_gflops(1024) if args.tiny else max(matmul_gflops(2048), matmul_gflops(4096))
+    print(f"float32 matmul throughput: {peak:.0f} GFLOP/s", flush=True)
+    cases = TINY_CASES if args.tiny else CASES
+    results = []
+    for preset, h, w in cases:
+        n = (h // 14) * (w // 14)
+        repeat, warmup = (1, 0) if args.tiny or n > LARGE else (args.repeat, args.warmup)
+        pair = tuple(run_case(impl, preset, h, w, repeat, warmup) for impl in ("qvlearn", "transformers"))
+        results.append(pair)
+        print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
+        if n == 2352 and preset == "qwen2.5-vl-7b":  # the bf16-resident option on the headline case
+            bf16 = run_case("qvlearn", preset, h, w, repeat, warmup, weights_dtype="bfloat16")
+            results.append((bf16, None))
+            print(json.dumps(bf16), flush=True)
+    if not args.tiny and args.big_depth:
+        preset, h, w = BIG_CASE
+        pair = tuple(run_case(impl, preset, h, w, 1, 0, depth=args.big_depth) for impl in ("qvlearn", "transformers"))
+        results.append(pair)
+        print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
+    command = "python -m qvlearn.bench" + (" --tiny" if args.tiny else "")
+    report = build_report(results, peak, command) + "\n" + gpu_note() + "\n"
+    print(report)
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(report)
+    if args.plot:
+        plot([r for r in results if r[1] is not None or r[0].get("weights_dtype") == "float32"], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
