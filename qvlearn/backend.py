@@ -99,10 +99,6 @@ class Backend:
             return isinstance(x, self._cupy.ndarray)
         return is_strict_array(x) and x.device == self.device
 
-    def synchronize(self) -> None:
-        if self.name == "cupy":
-            self._cupy.cuda.get_current_stream().synchronize()
-
 
 def is_strict_array(x) -> bool:
     """Whether ``x`` is an ``array_api_strict`` array (the test stand-in for a device array)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -74,7 +74,6 @@ class VisionConfig:
     tokens_per_second: int = 2
     rope_theta: float = DEFAULT_ROPE_THETA
     eps: float = 1e-6
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -208,7 +207,6 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
             spatial_merge_size=values["spatial_merge_size"], in_channels=values["in_channels"],
             window_size=values.get("window_size", 112), fullatt_block_indexes=fullatt,
             tokens_per_second=values.get("tokens_per_second", 2), rope_theta=rope_theta,
-            extra={k: v for k, v in config.items() if k != "vision_config"},
         )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
@@ -282,7 +280,3 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
 
 def preset_config(preset: str, **vision_overrides) -> VisionConfig:
     return vision_config_from_dict(preset_config_dict(preset, **vision_overrides), source=f"preset {preset}")
-
-
-def config_dict(cfg: VisionConfig) -> dict:
-    return asdict(cfg)

@@ -21,14 +21,15 @@ def sample_photo():
         return image.convert("RGB")
 
 
-def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0) -> Path:
+def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0, **vision_overrides) -> Path:
     """The snapshot a notebook runs on: ``$QVLEARN_MODEL`` if set (a real download), else seeded
-    random weights of ``preset`` in the real layout, generated once into the qvlearn cache."""
-    if os.environ.get(MODEL_ENV):
+    random weights of ``preset`` in the real layout, generated once into the qvlearn cache
+    (``vision_overrides`` such as ``depth=4`` give a cached variant)."""
+    if os.environ.get(MODEL_ENV) and not vision_overrides:
         return Path(os.environ[MODEL_ENV])
     from .cli import default_model
 
-    return default_model(preset, seed=seed, log=lambda *a: None)
+    return default_model(preset, seed=seed, log=lambda *a: None, **vision_overrides)
 
 
 def uses_real_weights() -> bool:

@@ -58,7 +58,10 @@ class VisionEncoder:
 
         def to(array):
             if weights_dtype == "bfloat16":  # keep the bf16 bit patterns; widened per block in forward
-                return self.backend.asarray(np.asarray(array).astype(ml_dtypes.bfloat16).view(np.uint16))
+                array = np.asarray(array)
+                if array.dtype != ml_dtypes.bfloat16:
+                    array = array.astype(ml_dtypes.bfloat16)
+                return self.backend.asarray(np.ascontiguousarray(array).view(np.uint16))
             return self.backend.asarray(array)
 
         # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
@@ -70,11 +73,12 @@ class VisionEncoder:
         self.merger = {k[len("merger."):]: to(v) for k, v in weights.items() if k.startswith("merger.")}
         self.inv_freq = self.backend.asarray(inv_freq(config.head_dim, config.rope_theta))
 
-    def _float32(self, weights: dict) -> dict:
-        """A block's (or the merger's) weights as float32 backend arrays, widening bf16 if resident."""
-        if self.weights_dtype == "float32":
-            return weights
-        return {k: widen_bf16(v) for k, v in weights.items()}
+    def _float32(self, array):
+        """A resident weight as a float32 backend array (widened if kept in bf16)."""
+        return array if self.weights_dtype == "float32" else widen_bf16(array)
+
+    def _float32_dict(self, weights: dict) -> dict:
+        return {k: self._float32(v) for k, v in weights.items()}
 
     def weight_bytes(self) -> int:
         """Bytes the resident weights take."""
@@ -141,7 +145,7 @@ class VisionEncoder:
         emit("pixel_values", x)
         emit("grid_thw", grid)
 
-        h = patch_embed(x, self._float32({"w": self.patch_embed_weight})["w"])  # [N, 1176] @ [1176, D] -> [N, D]
+        h = patch_embed(x, self._float32(self.patch_embed_weight))  # [N, 1176] @ [1176, D] -> [N, D]
         emit("patch_embeds", h)
 
         # Host-side indices, moved to the backend once per forward and shared by all blocks.
@@ -165,11 +169,11 @@ class VisionEncoder:
 
         for i, weights in enumerate(self.blocks):
             plan = full_plan if cfg.is_full_attention_block(i) else window_plan
-            h = vision_block(h, self._float32(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
+            h = vision_block(h, self._float32_dict(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
             emit(f"blocks.{i}", h)
         emit("last_hidden_state", h)
 
-        mw = self._float32(self.merger)
+        mw = self._float32_dict(self.merger)
         normed = norm(h, mw, "ln_q", cfg)  # [N, D]
         emit("merger.ln_q", normed)
         merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), mw["mlp.0.weight"], mw["mlp.0.bias"],
@@ -203,6 +207,8 @@ def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
 
     from .errors import CheckpointError
 
+    if weights_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"weights_dtype must be 'float32' or 'bfloat16', got {weights_dtype!r}")
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} does not exist: give the directory of a downloaded snapshot "
@@ -211,5 +217,5 @@ def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
         raise CheckpointError(f"{path} is a file: give the snapshot directory that holds config.json and the "
                               "safetensors weights")
     config = read_config(path)
-    return VisionEncoder(config, load_weights(path, config), backend=backend, chunk_bytes=chunk_bytes,
-                         weights_dtype=weights_dtype)
+    weights = load_weights(path, config, dtype=weights_dtype)
+    return VisionEncoder(config, weights, backend=backend, chunk_bytes=chunk_bytes, weights_dtype=weights_dtype)

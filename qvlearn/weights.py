@@ -89,11 +89,14 @@ def _shard_files(path: Path) -> list[Path]:
     raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {path}")
 
 
-def load_weights(path: str | os.PathLike, cfg: VisionConfig) -> dict[str, np.ndarray]:
-    """Read every ``visual.*`` tensor of the snapshot at ``path`` as float32 NumPy arrays, checked
-    against ``cfg``. Keys are returned without the ``visual.`` prefix."""
+def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Read every ``visual.*`` tensor of the snapshot at ``path`` as NumPy arrays of ``dtype`` (float32,
+    or bfloat16 for bf16-resident encoders: no conversion for a bf16 checkpoint), checked against
+    ``cfg``. Keys are returned without the ``visual.`` prefix."""
     from safetensors import SafetensorError, safe_open
 
+    if dtype not in ("float32", "bfloat16"):
+        raise CheckpointError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     path = Path(path)
     if path.suffix in (".bin", ".pt", ".pth"):
         raise CheckpointError(f"{path} is a pickled checkpoint; qvlearn reads safetensors only, never pickles")
@@ -119,7 +122,9 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig) -> dict[str, np.nda
                     if tensor.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
                         raise CheckpointError(f"{key} in {file.name} has dtype {tensor.dtype}; expected bf16, "
                                               "f16 or f32")
-                    weights[name] = tensor.astype(np.float32)  # exact widening for bf16 and f16
+                    target = _DISK_DTYPES[dtype]
+                    # float32: exact widening of bf16/f16; bfloat16: a no-op for bf16 files
+                    weights[name] = tensor if tensor.dtype == target else tensor.astype(target)
         except SafetensorError as exc:
             raise CheckpointError(f"{file} is not a readable safetensors file ({exc}); the file may be truncated "
                                   "or corrupt: download it again") from None
