@@ -22,12 +22,6 @@ def linear(x, weight, bias=None):
     return y
 
 
-def sigmoid(x):
-    """``1 / (1 + exp(-x))``."""
-    xp = array_namespace(x)
-    return 1.0 / (1.0 + xp.exp(-x))
-
-
 def _x_sigmoid(x, alpha: float):
     """``x * sigmoid(alpha * x)`` = ``x / (1 + exp(-alpha x))``, with one temporary updated in place
     where the backend allows it (these run on the widest activations of the tower)."""
