@@ -7,27 +7,23 @@ import pytest
 import torch
 
 import qvlearn
-from qvlearn.check import rel_error
 from qvlearn.reference import reference_tower, reference_trace
+from qvlearn.taps import INTEGER_STAGES, compare_taps
 
 TOL = 1e-5  # max |ours - ref| / max |ref|
-INTEGER_STAGES = ("grid_thw", "position_ids", "cu_seqlens", "window_index", "cu_window_seqlens")
 
 
 def compare_all_stages(path, pixel_values, grid_thw, backend="numpy"):
+    """Every stage transformers reports, through the same comparison the `compare` tool uses:
+    integer stages identical, float stages within TOL."""
     encoder = qvlearn.load_encoder(path, backend=backend)
     ours = encoder.trace(pixel_values, grid_thw, to_numpy=True)
     ref = reference_trace(reference_tower(path), pixel_values, grid_thw)
-    assert set(ref) <= set(ours), f"stages missing from qvlearn: {set(ref) - set(ours)}"
-    errors = {}
-    for name, value in ref.items():
-        if name in INTEGER_STAGES:
-            np.testing.assert_array_equal(ours[name], value, err_msg=name)
-            continue
-        assert ours[name].dtype == np.float32, name
-        errors[name] = rel_error(ours[name], value)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= TOL, f"{worst}: relative error {errors[worst]:.2e} > {TOL:.0e}"
+    rows = compare_taps(ours, ref, rtol=TOL, stages=list(ref))
+    bad = [f"{r.name}: rel {r.rel:.2e} {r.note}" for r in rows if not r.ok]
+    assert not bad, bad
+    errors = {r.name: r.rel for r in rows if r.name not in INTEGER_STAGES}
+    assert all(ours[name].dtype == np.float32 for name in errors)
     return errors, ours
 
 
