@@ -91,6 +91,12 @@ class Backend:
             return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
         raise BackendError(f"cannot bring {type(x).__name__} back to the host")
 
+    def synchronize(self) -> None:
+        """Wait until the device has finished the queued work (CuPy launches kernels asynchronously);
+        a no-op on the CPU. Call it before reading a clock."""
+        if self.name == "cupy":
+            self._cupy.cuda.get_current_stream().synchronize()
+
     def owns(self, x) -> bool:
         """Whether ``x`` is an array of this backend (on its device)."""
         if self.name == "numpy":

@@ -1,14 +1,17 @@
 """Benchmark: qvlearn (NumPy, float32) against transformers (torch CPU, float32, sdpa) in one run.
 
-    python -m qvlearn.bench                      # every case; writes docs/benchmarks.md and the plot
-    python -m qvlearn.bench --tiny               # a seconds-long smoke run on the tiny presets
+    python -m qvlearn.bench --report R.md --plot P.png   # every CPU case, the 1792x1792 memory case, loading
+    python -m qvlearn.bench --tiny                       # a seconds-long smoke run on the tiny presets
+    python -m qvlearn.bench --gpu --report G.md          # qvlearn on CuPy against transformers on CUDA
 
 Each (implementation, case) runs in its own subprocess on the same seeded random-weight checkpoint and
 the same input, so that its peak resident memory is its own: the worker loads the tower, runs the
 warm-up forwards, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs the timed
 forwards and reads the peak (``VmHWM``). Times are medians. The FLOP count is analytic (matmuls only:
 every linear layer, ``q k^T`` and ``p v`` of every segment), and the machine's float32 matmul
-throughput is measured in the same run with NumPy on a 4096x4096 product.
+throughput is measured in the same run with NumPy (best of 2048x2048 and 4096x4096 products).
+Loading is timed cold (the checkpoint's pages dropped from the page cache) and warm, in a fresh process.
+On a machine without a GPU, ``--gpu`` says so and measures nothing.
 """
 
 from __future__ import annotations
@@ -81,7 +84,12 @@ def _rss(field: str) -> int:
 
 
 def worker(args) -> dict:
-    """One implementation on one case, in this process; prints a JSON line."""
+    """One implementation on one case, in this process; prints a JSON line.
+
+    On a GPU (``--backend cupy`` / ``--device cuda``) the input is moved to the device before the clock
+    starts (for both implementations), every timed forward ends with a device synchronisation, and the
+    peak memory is the device's: the CuPy memory pool's peak of used bytes, torch's
+    ``max_memory_allocated``; on the CPU it is the process's peak resident set."""
     from .course import model_dir
     from .preprocessing import preprocess
 
@@ -91,33 +99,47 @@ def worker(args) -> dict:
     image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     pixel_values, grid_thw = preprocess(images=[image], max_pixels=max(12845056, args.height * args.width))
     baseline = _rss("VmRSS")
+    gpu = args.backend == "cupy" or args.device == "cuda"
     start = time.perf_counter()
     if args.worker == "qvlearn":
+        from .backend import get_backend
         from .encoder import load_encoder
 
-        encoder = load_encoder(path, weights_dtype=args.weights_dtype)
+        backend = get_backend(args.backend)
+        device_peak = _CupyPeak() if args.backend == "cupy" else None
+        encoder = load_encoder(path, backend=backend, weights_dtype=args.weights_dtype)
         weights = encoder.weight_bytes()
+        x = backend.asarray(pixel_values)
 
         def run():
-            encoder(pixel_values, grid_thw)
+            encoder(x, grid_thw)
+            backend.synchronize()
         threads = _blas_threads()
+        dtype = "float32"
     else:
         import torch
 
         from .reference import reference_tower
 
-        model = reference_tower(path, attn_implementation="sdpa")
+        dtype = args.torch_dtype
+        model = reference_tower(path, attn_implementation="sdpa", dtype=getattr(torch, dtype)).to(args.device)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
-        x, g = torch.from_numpy(pixel_values), torch.from_numpy(grid_thw)
+        x = torch.from_numpy(pixel_values).to(args.device, getattr(torch, dtype))
+        g = torch.from_numpy(grid_thw).to(args.device)
+        device_peak = _TorchPeak(torch) if args.device == "cuda" else None
 
         def run():
             with torch.no_grad():
                 model(x, g)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
         threads = torch.get_num_threads()
     load_seconds = time.perf_counter() - start
     for _ in range(args.warmup):
         run()
     _peak_rss_reset()
+    if device_peak:
+        device_peak.reset()
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
@@ -127,7 +149,73 @@ def worker(args) -> dict:
                   patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
                   median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
                   weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
-                  weights_dtype=args.weights_dtype, depth=args.depth)
+                  weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype, gpu=gpu,
+                  peak_device=device_peak.peak() if device_peak else None)
+    print(json.dumps(result))
+    return result
+
+
+class _CupyPeak:
+    """Peak bytes in use in CuPy's default memory pool, read at every allocation."""
+
+    def __init__(self):
+        import cupy
+
+        self.pool = cupy.get_default_memory_pool()
+        self.value = 0
+
+        def malloc(size):
+            memory = self.pool.malloc(size)
+            self.value = max(self.value, self.pool.used_bytes())
+            return memory
+        cupy.cuda.set_allocator(malloc)
+
+    def reset(self):
+        self.value = self.pool.used_bytes()
+
+    def peak(self) -> int:
+        return int(self.value)
+
+
+class _TorchPeak:
+    def __init__(self, torch):
+        self.cuda = torch.cuda
+
+    def reset(self):
+        self.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int:
+        return int(self.cuda.max_memory_allocated())
+
+
+def _evict(files) -> None:
+    """Drop the files' pages from the page cache (POSIX_FADV_DONTNEED), so that the next read is cold."""
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def load_worker(args) -> dict:
+    """Time ``load_encoder`` on ``args.preset``'s bf16 checkpoint: cold (the file's pages evicted from
+    the page cache first) and warm, for float32 and bf16-resident weights; prints a JSON line."""
+    from .course import model_dir
+    from .encoder import load_encoder
+
+    path = Path(model_dir(args.preset))
+    files = sorted(path.glob("*.safetensors"))
+    result = dict(preset=args.preset, file_bytes=sum(f.stat().st_size for f in files),
+                  evict=hasattr(os, "posix_fadvise"))
+    for weights_dtype in ("float32", "bfloat16"):
+        for state in ("cold", "warm"):
+            if state == "cold" and result["evict"]:
+                _evict(files)
+            start = time.perf_counter()
+            encoder = load_encoder(path, weights_dtype=weights_dtype)
+            result[f"{weights_dtype} {state}"] = time.perf_counter() - start
+            del encoder
     print(json.dumps(result))
     return result
 
@@ -141,24 +229,96 @@ def _blas_threads():
         return os.cpu_count()
 
 
-def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32", depth=0, timeout=3600) -> dict:
+def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32", depth=0, timeout=3600,
+             backend="numpy", device="cpu", torch_dtype="float32") -> dict:
     cmd = [sys.executable, "-m", "qvlearn.bench", "--worker", impl, "--preset", preset, "--height", str(height),
            "--width", str(width), "--repeat", str(repeat), "--warmup", str(warmup), "--weights-dtype", weights_dtype,
-           "--depth", str(depth)]
+           "--depth", str(depth), "--backend", backend, "--device", device, "--torch-dtype", torch_dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         return dict(impl=impl, preset=preset, height=height, width=width, error=proc.stderr.strip().splitlines()[-1:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def gpu_note() -> str:
+def run_load(preset, timeout=600) -> dict:
+    cmd = [sys.executable, "-m", "qvlearn.bench", "--worker", "load", "--preset", preset]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        return dict(preset=preset, error=proc.stderr.strip().splitlines()[-1:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gpu_status() -> tuple[str | None, str, bool]:
+    """``(device name or None, why not, whether torch has CUDA)``."""
     try:
         from .backend import get_backend
 
         get_backend("cupy")
-        return "CuPy finds a GPU on this machine, but the GPU cases are run with `--gpu` (not part of this table)."
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
     except Exception as exc:
-        return f"No GPU on this machine ({type(exc).__name__}): the GPU cases were not measured; the CPU results stand."
+        return None, str(exc).split(". ")[0], False  # e.g. "the cupy backend is not usable here (...)"
+    try:
+        import torch
+
+        torch_cuda = bool(torch.cuda.is_available())
+    except Exception:
+        torch_cuda = False
+    return name, "", torch_cuda
+
+
+def gpu_note() -> str:
+    name, why, _ = gpu_status()
+    if name:
+        return f"CuPy finds a GPU here ({name}); the GPU cases are measured with `python -m qvlearn.bench --gpu`."
+    return f"No GPU on this machine ({why}): the GPU cases were not measured; the CPU results stand."
+
+
+def build_load_report(load) -> str:
+    if not load:
+        return ""
+    if "error" in load:
+        return f"Loading {load['preset']}: failed: {load['error']}\n"
+    method = ("cold: the file's pages dropped from the page cache with posix_fadvise(POSIX_FADV_DONTNEED) first"
+              if load["evict"] else "cold: not available on this OS (no posix_fadvise), both runs may be warm")
+    lines = [f"Loading the {load['preset']} checkpoint ({load['file_bytes'] / 1e9:.2f} GB of bf16 safetensors) with "
+             f"`load_encoder` ({method}):", "",
+             "| weights in memory | cold s | warm s |", "|---|---:|---:|"]
+    for dt in ("float32", "bfloat16"):
+        lines.append(f"| {dt} | {load[dt + ' cold']:.2f} | {load[dt + ' warm']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_gpu_report(rows, device_name, torch_cuda=True) -> str:
+    """``rows``: ``(qvlearn on cupy, transformers float32, transformers bf16)`` per case."""
+    lines = [f"Device: **{device_name}**. qvlearn: CuPy backend, float32. transformers 5.23 on CUDA, "
+             "`attn_implementation=\"sdpa\"`, float32 and bf16; same checkpoint and input, input already on the "
+             "device, a synchronisation after every forward; medians. Peak memory: the device memory in use "
+             "(CuPy memory pool / torch `max_memory_allocated`), weights included.", "",
+             "| tower | image (px) | patches | qvlearn CuPy f32 s | transformers f32 s | ratio | transformers bf16 s | "
+             "ratio to bf16 | qvlearn peak GiB | transformers f32 peak GiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ours, f32, bf16 in rows:
+        if "error" in ours:
+            lines.append(f"| {ours['preset']} | {ours['height']}x{ours['width']} | failed: {ours['error']} |")
+            continue
+
+        def t(r):
+            if r is None:
+                return None, "not run (torch has no CUDA here)" if not torch_cuda else "not run"
+            if "error" in r:
+                return None, f"failed: {r['error']}"
+            return r["median"], f"{r['median']:.3f}"
+        t32, s32 = t(f32)
+        t16, s16 = t(bf16)
+        ratio = f"{ours['median'] / t32:.2f}" if t32 else "n/a"
+        ratio16 = f"{ours['median'] / t16:.2f}" if t16 else "n/a"
+        ref_mem = _gb(f32["peak_device"]) if t32 and f32.get("peak_device") is not None else "n/a"
+        lines.append(f"| {ours['preset']} | {ours['height']}x{ours['width']} | {ours['patches']} | {ours['median']:.3f} | "
+                     f"{s32} | {ratio} | {s16} | {ratio16} | {_gb(ours['peak_device'] or 0)} | {ref_mem} |")
+    return "\n".join(lines) + "\n"
 
 
 def _gb(x) -> str:
@@ -243,6 +403,8 @@ def plot(results, path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qvlearn.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny presets, one timed run: a smoke test")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU cases: qvlearn on CuPy against transformers on CUDA (float32 and bf16)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--big-depth", type=int, default=4,
@@ -250,15 +412,29 @@ def main(argv=None) -> int:
     parser.add_argument("--big-only", action="store_true", help="run only the 1792x1792 memory case")
     parser.add_argument("--report", default=None, help="write the Markdown report here (default: print only)")
     parser.add_argument("--plot", default=None, help="write the time-vs-patches plot here")
-    parser.add_argument("--worker", choices=["qvlearn", "transformers"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["qvlearn", "transformers", "load"], help=argparse.SUPPRESS)
     for name, kind, default in (("--preset", str, ""), ("--height", int, 0), ("--width", int, 0),
-                                ("--weights-dtype", str, "float32"), ("--depth", int, 0)):
+                                ("--weights-dtype", str, "float32"), ("--depth", int, 0), ("--backend", str, "numpy"),
+                                ("--device", str, "cpu"), ("--torch-dtype", str, "float32")):
         parser.add_argument(name, type=kind, default=default, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args)
+        load_worker(args) if args.worker == "load" else worker(args)
         return 0
+    report = gpu_main(args) if args.gpu else cpu_main(args)
+    print(report)
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(report)
+    return 0
 
+
+def _command(args) -> str:
+    flags = [f for f, on in (("--gpu", args.gpu), ("--tiny", args.tiny), ("--big-only", args.big_only)) if on]
+    return " ".join(["python -m qvlearn.bench", *flags])
+
+
+def cpu_main(args) -> str:
     peak = matmul_gflops(1024) if args.tiny else max(matmul_gflops(2048), matmul_gflops(4096))
     print(f"float32 matmul throughput: {peak:.0f} GFLOP/s", flush=True)
     cases = TINY_CASES if args.tiny else [] if args.big_only else CASES
@@ -278,15 +454,31 @@ def main(argv=None) -> int:
         pair = tuple(run_case(impl, preset, h, w, 1, 0, depth=args.big_depth) for impl in ("qvlearn", "transformers"))
         results.append(pair)
         print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
-    command = "python -m qvlearn.bench" + (" --tiny" if args.tiny else "") + (" --big-only" if args.big_only else "")
-    report = build_report(results, peak, command) + "\n" + gpu_note() + "\n"
-    print(report)
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(report)
+    load = None
+    if not args.big_only:
+        load = run_load(TINY_CASES[0][0] if args.tiny else "qwen2.5-vl-7b")
+        print(json.dumps(load), flush=True)
     if args.plot:
         plot([r for r in results if r[1] is not None or r[0].get("weights_dtype") == "float32"], args.plot)
-    return 0
+    return (build_report(results, peak, _command(args)) + "\n" + build_load_report(load) + "\n" + gpu_note()
+            + "\n")
+
+
+def gpu_main(args) -> str:
+    name, why, torch_cuda = gpu_status()
+    if name is None:
+        return (f"# GPU benchmark\n\nNo GPU on this machine ({why}): the GPU cases were not measured; the CPU "
+                "results (`python -m qvlearn.bench`) stand.\n")
+    cases = TINY_CASES if args.tiny else CASES + [BIG_CASE]
+    rows = []
+    for preset, h, w in cases:
+        repeat, warmup = (1, 1) if args.tiny else (args.repeat, args.warmup)
+        ours = run_case("qvlearn", preset, h, w, repeat, warmup, backend="cupy")
+        refs = [run_case("transformers", preset, h, w, repeat, warmup, device="cuda", torch_dtype=dt)
+                if torch_cuda else None for dt in ("float32", "bfloat16")]
+        rows.append((ours, *refs))
+        print(*(json.dumps(r) for r in rows[-1]), sep="\n", flush=True)
+    return ("# GPU benchmark\n\n" + f"Command: `{_command(args)}`\n\n" + build_gpu_report(rows, name, torch_cuda))
 
 
 if __name__ == "__main__":

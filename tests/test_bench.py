@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import qvlearn
-from qvlearn.bench import forward_flops
+from qvlearn.bench import build_gpu_report, forward_flops, gpu_status, run_case
 
 COLUMNS = ["tower", "image (px)", "patches", "qvlearn s", "transformers s", "ratio", "GFLOP", "qvlearn GFLOP/s",
            "share of matmul peak", "qvlearn peak RSS GiB", "transformers peak RSS GiB", "weights f32 GiB"]
@@ -27,6 +29,10 @@ def test_bench_tiny_prints_every_column(tmp_path):
         assert len(cells) == len(COLUMNS) and all(cells)
         float(cells[3]), float(cells[4]), float(cells[5])
     assert "GFLOP/s" in text and "Machine:" in text and "GPU" in text
+    load = text[text.index("| weights in memory"):].splitlines()
+    assert [c.strip() for c in load[0].strip("|").split("|")] == ["weights in memory", "cold s", "warm s"]
+    assert [r.split("|")[1].strip() for r in load[2:4]] == ["float32", "bfloat16"]
+    assert all(float(c) >= 0 for r in load[2:4] for c in r.strip("|").split("|")[1:])
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
@@ -36,3 +42,46 @@ def test_flop_count_by_hand():
     by_hand = (2 * n * 1176 * D + 32 * (2 * n * D * 4 * D + 2 * 2 * n * D * I + 4 * n * n * D)
                + 2 * (n // 4) * 4 * D * (4 * D + 1536))
     assert forward_flops(cfg, [(1, 42, 56)]) == by_hand
+
+
+def test_gpu_mode_without_a_gpu_says_so(tmp_path):
+    """Where no GPU is lent, ``--gpu`` measures nothing and states that the CPU results stand."""
+    if gpu_status()[0] is not None:
+        pytest.skip("a GPU is present: the GPU cases are measured, not skipped")
+    report = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, "-m", "qvlearn.bench", "--gpu", "--tiny", "--report", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = report.read_text()
+    assert "No GPU on this machine" in text and "CPU results" in text and "cupy" in text
+
+
+def test_gpu_report_columns_from_real_worker_runs():
+    """The GPU table, filled with the same worker runs on the CPU (NumPy / torch CPU, float32 and bf16):
+    every column is there and the ratios are the workers' own medians divided."""
+    case = ("tiny-qwen2-vl", 56, 84)
+    rows = [(run_case("qvlearn", *case, 1, 0),
+             run_case("transformers", *case, 1, 0, torch_dtype="float32"),
+             run_case("transformers", *case, 1, 0, torch_dtype="bfloat16"))]
+    for r in rows[0]:
+        assert "error" not in r, r
+    rows[0][0]["peak_device"] = rows[0][0]["peak_rss"]  # the CPU stands in for the device here
+    text = build_gpu_report(rows, "CPU stand-in")
+    header = next(line for line in text.splitlines() if line.startswith("| tower"))
+    row = next(line for line in text.splitlines() if line.startswith("| tiny-qwen2-vl"))
+    assert len(header.split("|")) == len(row.split("|")) == 12
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ours, f32, bf16 = rows[0]
+    assert cells[2] == str(ours["patches"]) and bf16["dtype"] == "bfloat16"
+    assert float(cells[5]) == pytest.approx(ours["median"] / f32["median"], abs=0.006)
+    assert float(cells[7]) == pytest.approx(ours["median"] / bf16["median"], abs=0.006)
+
+
+@pytest.mark.gpu
+def test_gpu_bench_tiny_measures_every_case(tmp_path):
+    report = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, "-m", "qvlearn.bench", "--gpu", "--tiny", "--report", str(report)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| tiny-")]
+    assert len(rows) == 2 and not any("failed" in r for r in rows), rows
