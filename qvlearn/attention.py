@@ -17,7 +17,6 @@ image through a full-attention block needs ~64 MiB of scores per chunk instead o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ from array_api_compat import array_namespace, is_numpy_namespace
 
 from .backend import exp_
 from .layers import linear
+from .parallel import cores, run_parts, split_bounds
 from .rotary import apply_rotary
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -120,39 +120,30 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
     return out
 
 
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="qvlearn-attn")
-    return _POOL
-
-
 def parallel_segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """:func:`segment_attention` with the heads split over CPU threads (NumPy only).
 
     NumPy's elementwise passes (max, exp, sum of the softmax) run on one core while the matmuls use
-    all of them; splitting the heads over one thread per core, each with a single-threaded BLAS, keeps
+    all of them; splitting the heads over the cores, each part with a single-threaded BLAS, keeps
     every core busy through the softmax too. Heads are independent, so the result is the same.
     """
     xp = array_namespace(q)
-    cores = os.cpu_count() or 1
-    heads = q.shape[1]
-    if cores < 2 or heads < 2 or not is_numpy_namespace(xp):
+    n_cores, heads = cores(), q.shape[1]
+    if n_cores < 2 or heads < 2 or not is_numpy_namespace(xp):
         return segment_attention(q, k, v, plan, scale, chunk_bytes)
-    from threadpoolctl import threadpool_limits
-
-    groups = min(heads, 4 * cores)
-    bounds = [heads * i // groups for i in range(groups + 1)]
-    with threadpool_limits(limits=1, user_api="blas"):
-        futures = [_pool().submit(segment_attention, q[:, a:b], k[:, a:b], v[:, a:b], plan, scale,
-                                  max(1, chunk_bytes // cores)) for a, b in zip(bounds[:-1], bounds[1:])]
-        parts = [f.result() for f in futures]
+    part_bytes = max(1, chunk_bytes // n_cores)  # the parts run side by side: together within chunk_bytes
+    parts = run_parts(lambda a, b: segment_attention(q[:, a:b], k[:, a:b], v[:, a:b], plan, scale, part_bytes),
+                      split_bounds(heads, min(heads, 4 * n_cores)))
     return xp.concat(parts, axis=1)
+
+
+def qkv_rotary(x, qkv_weight, qkv_bias, cos, sin, num_heads: int):
+    """The fused projection and RoPE: ``x [N, D]`` -> ``q, k, v [N, heads, d]``, q and k rotated."""
+    xp = array_namespace(x)
+    n, dim = x.shape
+    qkv = linear(x, qkv_weight, qkv_bias)  # [N, D] @ [D, 3D] -> [N, 3D]
+    qkv = xp.reshape(qkv, (n, 3, num_heads, dim // num_heads))  # [q | k | v], head-major
+    return apply_rotary(qkv[:, 0, ...], cos, sin), apply_rotary(qkv[:, 1, ...], cos, sin), qkv[:, 2, ...]
 
 
 def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: SegmentPlan, num_heads: int,
@@ -160,11 +151,6 @@ def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: S
     """Vision attention of one block: ``x [N, D] -> [N, D]``."""
     xp = array_namespace(x)
     n, dim = x.shape
-    head_dim = dim // num_heads
-    qkv = linear(x, qkv_weight, qkv_bias)  # [N, D] @ [D, 3D] -> [N, 3D]
-    qkv = xp.reshape(qkv, (n, 3, num_heads, head_dim))  # [q | k | v], head-major
-    q = apply_rotary(qkv[:, 0, ...], cos, sin)  # [N, heads, d]
-    k = apply_rotary(qkv[:, 1, ...], cos, sin)
-    v = qkv[:, 2, ...]
-    out = parallel_segment_attention(q, k, v, plan, head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
+    q, k, v = qkv_rotary(x, qkv_weight, qkv_bias, cos, sin, num_heads)  # [N, heads, d] each
+    out = parallel_segment_attention(q, k, v, plan, (dim // num_heads) ** -0.5, chunk_bytes)  # [N, heads, d]
     return linear(xp.reshape(out, (n, dim)), proj_weight, proj_bias)  # [N, D] @ [D, D] -> [N, D]

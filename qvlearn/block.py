@@ -11,10 +11,13 @@ Qwen2.5-VL: RMSNorm (no bias); MLP ``down_proj(silu(gate_proj(x)) * up_proj(x))`
 
 from __future__ import annotations
 
-from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan, attention
+from array_api_compat import array_namespace
+
+from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan, parallel_segment_attention, qkv_rotary
 from .config import QWEN2_VL, VisionConfig
 from .layers import ACTIVATIONS, linear
 from .norms import layer_norm, rms_norm
+from .parallel import row_parallel
 
 
 def mlp_qwen2_vl(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act="quick_gelu"):
@@ -37,17 +40,33 @@ def norm(x, w: dict, name: str, cfg: VisionConfig):
     return rms_norm(x, w[f"{name}.weight"], cfg.eps)
 
 
-def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chunk_bytes=DEFAULT_CHUNK_BYTES):
-    """One block. ``w`` maps checkpoint names without the ``visual.blocks.{i}.`` prefix to arrays."""
-    x = x + attention(norm(x, w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"], w["attn.proj.weight"],
-                      w["attn.proj.bias"], cos, sin, plan, cfg.num_heads, chunk_bytes)
-    h = norm(x, w, "norm2", cfg)
+def mlp(x, w: dict, cfg: VisionConfig):
+    """The block's MLP, by family."""
     if cfg.family == QWEN2_VL:
-        h = mlp_qwen2_vl(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], w["mlp.fc2.weight"], w["mlp.fc2.bias"],
-                         cfg.hidden_act)
-    else:
-        h = mlp_qwen2_5_vl(h, w["mlp.gate_proj.weight"], w["mlp.gate_proj.bias"], w["mlp.up_proj.weight"],
-                           w["mlp.up_proj.bias"], w["mlp.down_proj.weight"], w["mlp.down_proj.bias"],
-                           cfg.hidden_act)
-    x += h
-    return x
+        return mlp_qwen2_vl(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], w["mlp.fc2.weight"], w["mlp.fc2.bias"],
+                            cfg.hidden_act)
+    return mlp_qwen2_5_vl(x, w["mlp.gate_proj.weight"], w["mlp.gate_proj.bias"], w["mlp.up_proj.weight"],
+                          w["mlp.up_proj.bias"], w["mlp.down_proj.weight"], w["mlp.down_proj.bias"], cfg.hidden_act)
+
+
+def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """One block. ``w`` maps checkpoint names without the ``visual.blocks.{i}.`` prefix to arrays.
+
+    Only attention mixes rows; the rest (norms, projections, RoPE, MLP, residuals) is row by row, so on
+    NumPy it runs on row ranges side by side, one per core (:func:`qvlearn.parallel.row_parallel`).
+    """
+    xp = array_namespace(x)
+    n, dim = x.shape
+
+    def project(a, b):  # norm1 -> qkv -> RoPE on rows a:b
+        return qkv_rotary(norm(x[a:b, ...], w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"],
+                          cos[a:b, ...], sin[a:b, ...], cfg.num_heads)
+    q, k, v = row_parallel(project, x, n)  # [N, heads, d] each
+    mixed = parallel_segment_attention(q, k, v, plan, cfg.head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
+    mixed = xp.reshape(mixed, (n, dim))
+
+    def finish(a, b):  # proj + residual, then norm2 -> MLP + residual, on rows a:b
+        h = x[a:b, ...] + linear(mixed[a:b, ...], w["attn.proj.weight"], w["attn.proj.bias"])
+        h += mlp(norm(h, w, "norm2", cfg), w, cfg)
+        return h
+    return row_parallel(finish, x, n)

@@ -1,0 +1,73 @@
+"""CPU threading for the NumPy backend: the same kernels, run on every core.
+
+NumPy's matmuls use all cores through the BLAS, but its elementwise passes (norms, RoPE, activations,
+the softmax, bias and residual adds) run on one. Everything in a block except attention treats each
+row on its own, and attention treats each head on its own, so both can be split into independent
+parts, one per core, each part calling the very same kernel with a single-threaded BLAS. The results
+are the serial ones up to the BLAS's own summation order (about 1e-7 relative).
+
+Other backends (CuPy, the strict test stand-in) run each kernel once on the whole array: a GPU
+parallelises inside every kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from array_api_compat import array_namespace, is_numpy_namespace
+
+MIN_ROWS_PER_PART = 64  # below this, threads cost more than they save
+
+_POOL: ThreadPoolExecutor | None = None
+_CONTROLLER = None
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix="qvlearn")
+    return _POOL
+
+
+def single_threaded_blas():
+    """A context in which the BLAS uses one thread (the parts run side by side instead)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def run_parts(fn, bounds) -> list:
+    """``[fn(a, b) for a, b in consecutive pairs of bounds]``, the calls on the thread pool."""
+    with single_threaded_blas():
+        futures = [_pool().submit(fn, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [f.result() for f in futures]
+
+
+def split_bounds(n: int, parts: int) -> list[int]:
+    return [n * i // parts for i in range(parts + 1)]
+
+
+def row_parallel(fn, x, n: int):
+    """``fn(start, stop)`` computes rows ``start:stop`` of a row-wise computation over ``n`` rows and
+    returns an array or a tuple of arrays. Returns what ``fn(0, n)`` would, computed in one part per
+    core on NumPy (concatenated along axis 0), in one call elsewhere. ``x`` only names the backend."""
+    xp = array_namespace(x)
+    parts = min(cores(), n // MIN_ROWS_PER_PART)
+    if parts < 2 or not is_numpy_namespace(xp):
+        return fn(0, n)
+    results = run_parts(fn, split_bounds(n, parts))
+    if isinstance(results[0], tuple):
+        return tuple(xp.concat([r[i] for r in results], axis=0) for i in range(len(results[0])))
+    return xp.concat(results, axis=0)

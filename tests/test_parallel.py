@@ -1,0 +1,73 @@
+"""CPU threading of the NumPy backend: row ranges and head groups run side by side, same results."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import qvlearn
+from qvlearn.attention import SegmentPlan, parallel_segment_attention, segment_attention
+from qvlearn.block import vision_block
+from qvlearn.check import assert_close
+from qvlearn.parallel import MIN_ROWS_PER_PART, cores, row_parallel
+
+rng = np.random.default_rng(7)
+
+
+def test_row_parallel_matches_one_call_and_uses_threads():
+    x = rng.standard_normal((1000, 48), dtype=np.float32)
+    w = rng.standard_normal((48, 40), dtype=np.float32)
+    seen = set()
+
+    def fn(a, b):
+        seen.add(threading.current_thread().name)
+        y = x[a:b] @ w
+        return y, np.abs(y) * 2
+
+    one = fn(0, len(x))
+    seen.clear()
+    split = row_parallel(fn, x, len(x))
+    assert isinstance(split, tuple) and len(split) == 2
+    for s, o in zip(split, one):
+        assert s.shape == o.shape
+        assert_close(s, o, rtol=1e-6, name="row ranges vs one call")  # max|diff| / max|ref|
+    if cores() >= 2:
+        assert len(seen) >= 2 and all(name.startswith("qvlearn") for name in seen)
+
+
+def test_few_rows_run_in_the_callers_thread():
+    x = np.ones((2 * MIN_ROWS_PER_PART - 1, 4), np.float32)
+    seen = []
+    out = row_parallel(lambda a, b: (seen.append((a, b, threading.current_thread().name)), x[a:b] * 3)[1], x, len(x))
+    assert seen == [(0, len(x), threading.current_thread().name)]
+    np.testing.assert_array_equal(out, x * 3)
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+def test_threaded_block_matches_the_strict_backend(preset):
+    """The block on NumPy (row ranges and heads threaded) against the same block on the strict stand-in,
+    which runs every kernel once on the whole array."""
+    cfg = qvlearn.preset_config(preset)
+    n, dim, d = 700, cfg.width, cfg.head_dim
+    shapes = qvlearn.weights.expected_shapes(cfg)
+    w = {k[len("blocks.0."):]: (rng.standard_normal(s, dtype=np.float32) * 0.1)
+         for k, s in shapes.items() if k.startswith("blocks.0.")}
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    angles = rng.uniform(-3, 3, (n, d)).astype(np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    cu = np.array([0, 300, 364, 700])
+    strict = qvlearn.get_backend("strict")
+    ref = vision_block(strict.asarray(x), {k: strict.asarray(v) for k, v in w.items()}, cfg, strict.asarray(cos),
+                       strict.asarray(sin), SegmentPlan.build(cu, strict.asarray))
+    ours = vision_block(x, w, cfg, cos, sin, SegmentPlan.build(cu, np.asarray))
+    assert_close(ours, strict.to_numpy(ref), rtol=1e-6, name=f"{preset} block, threaded vs one call")
+
+
+def test_head_groups_match_one_call():
+    n, heads, d = 500, 6, 16
+    q, k, v = (rng.standard_normal((n, heads, d), dtype=np.float32) for _ in range(3))
+    plan = SegmentPlan.build(np.array([0, 100, 164, 500]), np.asarray)
+    assert_close(parallel_segment_attention(q, k, v, plan, d ** -0.5), segment_attention(q, k, v, plan, d ** -0.5),
+                 rtol=1e-6, name="head groups vs one call")
