@@ -16,25 +16,28 @@ from qvlearn.parallel import MIN_ROWS_PER_PART, cores, row_parallel
 rng = np.random.default_rng(7)
 
 
-def test_row_parallel_matches_one_call_and_uses_threads():
+def test_row_parallel_matches_one_call_and_runs_side_by_side():
     x = rng.standard_normal((1000, 48), dtype=np.float32)
     w = rng.standard_normal((48, 40), dtype=np.float32)
+    parts = min(cores(), len(x) // MIN_ROWS_PER_PART)
+    barrier = threading.Barrier(parts, timeout=10) if parts >= 2 else None
     seen = set()
 
     def fn(a, b):
-        seen.add(threading.current_thread().name)
+        if (a, b) != (0, len(x)) and barrier is not None:
+            barrier.wait()  # every part reaches here before any goes on: they run at the same time
+            seen.add(threading.current_thread().name)
         y = x[a:b] @ w
         return y, np.abs(y) * 2
 
     one = fn(0, len(x))
-    seen.clear()
     split = row_parallel(fn, x, len(x))
     assert isinstance(split, tuple) and len(split) == 2
     for s, o in zip(split, one):
         assert s.shape == o.shape
         assert_close(s, o, rtol=1e-6, name="row ranges vs one call")  # max|diff| / max|ref|
-    if cores() >= 2:
-        assert len(seen) >= 2 and all(name.startswith("qvlearn") for name in seen)
+    if barrier is not None:
+        assert len(seen) == parts and all(name.startswith("qvlearn") for name in seen)
 
 
 def test_few_rows_run_in_the_callers_thread():
