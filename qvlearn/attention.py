@@ -28,6 +28,8 @@ from .parallel import cores, run_parts, split_bounds
 from .rotary import apply_rotary
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+PART_CHUNK_BYTES = 8 * 2**20  # per CPU thread: its score chunk stays near the caches (measured: 2352-patch full
+# attention 0.17 s per block against 0.19-0.26 s with 32 MiB chunks of two heads; 16384 patches 2-3% faster)
 
 
 @dataclass
@@ -131,9 +133,10 @@ def parallel_segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_b
     n_cores, heads = cores(), q.shape[1]
     if n_cores < 2 or heads < 2 or not is_numpy_namespace(xp):
         return segment_attention(q, k, v, plan, scale, chunk_bytes)
-    part_bytes = max(1, chunk_bytes // n_cores)  # the parts run side by side: together within chunk_bytes
+    # one head per part; the parts run side by side, so together they stay within chunk_bytes
+    part_bytes = max(1, min(chunk_bytes // n_cores, PART_CHUNK_BYTES))
     parts = run_parts(lambda a, b: segment_attention(q[:, a:b], k[:, a:b], v[:, a:b], plan, scale, part_bytes),
-                      split_bounds(heads, min(heads, 4 * n_cores)))
+                      split_bounds(heads, heads))
     return xp.concat(parts, axis=1)
 
 
