@@ -99,7 +99,6 @@ def worker(args) -> dict:
     image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     pixel_values, grid_thw = preprocess(images=[image], max_pixels=max(12845056, args.height * args.width))
     baseline = _rss("VmRSS")
-    gpu = args.backend == "cupy" or args.device == "cuda"
     start = time.perf_counter()
     if args.worker == "qvlearn":
         from .backend import get_backend
@@ -149,7 +148,7 @@ def worker(args) -> dict:
                   patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
                   median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
                   weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
-                  weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype, gpu=gpu,
+                  weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype,
                   peak_device=device_peak.peak() if device_peak else None)
     print(json.dumps(result))
     return result

@@ -61,7 +61,7 @@ def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chu
     def project(a, b):  # norm1 -> qkv -> RoPE on rows a:b
         return qkv_rotary(norm(x[a:b, ...], w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"],
                           cos[a:b, ...], sin[a:b, ...], cfg.num_heads)
-    q, k, v = row_parallel(project, x, n)  # [N, heads, d] each
+    q, k, v = row_parallel(project, x)  # [N, heads, d] each
     mixed = parallel_segment_attention(q, k, v, plan, cfg.head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
     mixed = xp.reshape(mixed, (n, dim))
 
@@ -69,4 +69,4 @@ def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chu
         h = x[a:b, ...] + linear(mixed[a:b, ...], w["attn.proj.weight"], w["attn.proj.bias"])
         h += mlp(norm(h, w, "norm2", cfg), w, cfg)
         return h
-    return row_parallel(finish, x, n)
+    return row_parallel(finish, x)

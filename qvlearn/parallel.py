@@ -59,11 +59,12 @@ def split_bounds(n: int, parts: int) -> list[int]:
     return [n * i // parts for i in range(parts + 1)]
 
 
-def row_parallel(fn, x, n: int):
-    """``fn(start, stop)`` computes rows ``start:stop`` of a row-wise computation over ``n`` rows and
-    returns an array or a tuple of arrays. Returns what ``fn(0, n)`` would, computed in one part per
-    core on NumPy (concatenated along axis 0), in one call elsewhere. ``x`` only names the backend."""
+def row_parallel(fn, x):
+    """``fn(start, stop)`` computes rows ``start:stop`` of a row-wise computation over the rows of ``x``
+    and returns an array or a tuple of arrays. Returns what ``fn(0, len(x))`` would, computed in one part
+    per core on NumPy (concatenated along axis 0), in one call on other backends."""
     xp = array_namespace(x)
+    n = x.shape[0]
     parts = min(cores(), n // MIN_ROWS_PER_PART)
     if parts < 2 or not is_numpy_namespace(xp):
         return fn(0, n)

@@ -31,7 +31,7 @@ def test_row_parallel_matches_one_call_and_runs_side_by_side():
         return y, np.abs(y) * 2
 
     one = fn(0, len(x))
-    split = row_parallel(fn, x, len(x))
+    split = row_parallel(fn, x)
     assert isinstance(split, tuple) and len(split) == 2
     for s, o in zip(split, one):
         assert s.shape == o.shape
@@ -43,7 +43,7 @@ def test_row_parallel_matches_one_call_and_runs_side_by_side():
 def test_few_rows_run_in_the_callers_thread():
     x = np.ones((2 * MIN_ROWS_PER_PART - 1, 4), np.float32)
     seen = []
-    out = row_parallel(lambda a, b: (seen.append((a, b, threading.current_thread().name)), x[a:b] * 3)[1], x, len(x))
+    out = row_parallel(lambda a, b: (seen.append((a, b, threading.current_thread().name)), x[a:b] * 3)[1], x)
     assert seen == [(0, len(x), threading.current_thread().name)]
     np.testing.assert_array_equal(out, x * 3)
 
