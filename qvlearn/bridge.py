@@ -10,7 +10,7 @@ transformers 5.23 (spec §6).
 * ``get_rope_index``: text runs get positions ``s .. s+L-1`` on all three rows (t, h, w); a vision run
   with merged grid ``(t, H', W')`` gets ``T = s + floor(t_idx * interval)``, ``H = s + row``,
   ``W = s + col``. ``interval`` is 1, except for Qwen2.5-VL videos: ``second_per_grid_t *
-  tokens_per_second`` (floored after the multiply, as 5.x does).
+  tokens_per_second`` (truncated after the multiply, in float32, as 5.x does: :func:`temporal_positions`).
 * After a vision run, transformers 5.x continues text at ``s + max(H', W')``; transformers <= 4.57,
   vLLM and Qwen's original code continue at ``max(all positions so far) + 1``. They differ only when a
   video's temporal extent exceeds its spatial extent. Choose with ``text_after_vision``.
@@ -93,7 +93,9 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
     m = spatial_merge_size
     grids = {1: iter(as_grid_thw(image_grid_thw, m).tolist() if image_grid_thw is not None else []),
              2: iter(as_grid_thw(video_grid_thw, m).tolist() if video_grid_thw is not None else [])}
-    seconds = iter(np.asarray(second_per_grid_ts, dtype=np.float64).reshape(-1).tolist()
+    # float32, as transformers' processor hands second_per_grid_ts to the model (a float32 tensor); see
+    # temporal_positions for why the dtype changes positions
+    seconds = iter(np.asarray(second_per_grid_ts, dtype=np.float32).reshape(-1)
                    if second_per_grid_ts is not None else [])
     positions = np.zeros((3, *ids.shape), dtype=np.int64)
     deltas = []
@@ -118,10 +120,10 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
                 if len(run) != t * gh * gw:
                     raise InputError(f"a vision run of {len(run)} tokens does not match its grid {(t, h, w)} "
                                      f"({t * gh * gw} tokens); expand the pads with expand_vision_pads")
-                interval = 1.0
                 if kind == 2 and family == "qwen2_5_vl":
-                    interval = tokens_per_second * next(seconds, 1.0)
-                tt = np.floor(np.arange(t) * interval).astype(np.int64)  # multiply, then floor
+                    tt = temporal_positions(t, tokens_per_second, next(seconds, np.float32(1.0)))
+                else:
+                    tt = np.arange(t, dtype=np.int64)  # images and Qwen2-VL videos: one step per frame pair
                 T, H, W = np.meshgrid(tt, np.arange(gh), np.arange(gw), indexing="ij")
                 part = np.stack([T.reshape(-1), H.reshape(-1), W.reshape(-1)]) + s
                 s = s + max(gh, gw) if text_after_vision == "spatial" else int(max(seen_max, part.max())) + 1
@@ -131,6 +133,21 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
         positions[:, b, mask[b]] = llm
         deltas.append(int(llm.max()) + 1 - len(seq))
     return positions, np.asarray(deltas, dtype=np.int64)[:, None]
+
+
+def temporal_positions(t: int, tokens_per_second, second_per_grid_t) -> np.ndarray:
+    """Temporal M-RoPE offsets of a Qwen2.5-VL video's ``t`` frame pairs, exactly as transformers 5.23:
+    ``interval = tokens_per_second * second_per_grid_t`` and ``arange(t) * interval`` both in **float32**,
+    then truncated (``.long()``) -- multiply first, then truncate (transformers PR #48669).
+
+    The dtype matters: with 1/3 s per grid and 25 tokens per second, ``3 * (25 * float32(1/3))`` is
+    ``25.000002`` in float32 but ``24.999999999999996`` in float64, so a float64 port puts frame pair 3 at
+    24 instead of 25. The positions lie exactly on an integer whenever ``t * interval`` does.
+    """
+    if not np.isfinite(float(second_per_grid_t)) or float(second_per_grid_t) <= 0:
+        raise InputError(f"second_per_grid_ts must be positive seconds per frame pair, got {second_per_grid_t!r}")
+    interval = np.float32(tokens_per_second) * np.float32(second_per_grid_t)   # a float32 0-d tensor in torch
+    return (np.arange(t, dtype=np.int64).astype(np.float32) * interval).astype(np.int64)
 
 
 def mrope_frequency_rows(head_dim: int = 128, mrope_section=(16, 24, 24)) -> np.ndarray:

@@ -10,6 +10,8 @@ import platform
 from pathlib import Path
 
 MODEL_ENV = "QVLEARN_MODEL"
+FIGURES_ENV = "QVLEARN_WRITE_FIGURES"  # set by `make notebooks` (tools/regenerate_notebooks.py) only
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 
 
 def sample_photo():
@@ -30,6 +32,30 @@ def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0, **vision_overrides) 
     from .cli import default_model
 
     return default_model(preset, seed=seed, log=lambda *a: None, **vision_overrides)
+
+
+def figure_path(name: str) -> Path:
+    """Where a notebook writes the figure ``name`` (e.g. ``"tour.png"``).
+
+    ``images/<name>`` in the repository when ``$QVLEARN_WRITE_FIGURES`` is set, which only `make notebooks`
+    does; a temporary folder otherwise. So running a notebook, under nbval or in JupyterLab, never rewrites a
+    tracked file (a PNG's bytes differ from machine to machine).
+    """
+    if Path(name).name != name:
+        raise ValueError(f"figure name {name!r} must be a plain file name such as 'tour.png'")
+    if os.environ.get(FIGURES_ENV):
+        folder = IMAGES_DIR
+    else:
+        import tempfile
+
+        folder = Path(tempfile.gettempdir()) / "qvlearn-figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def save_figure(fig, name: str, dpi: int = 100) -> None:
+    """``fig.savefig`` to :func:`figure_path` (``images/`` only under `make notebooks`); prints nothing."""
+    fig.savefig(figure_path(name), dpi=dpi, bbox_inches="tight")
 
 
 def uses_real_weights() -> bool:

@@ -36,13 +36,60 @@ def test_get_rope_index_matches_transformers(family, seed):
     expanded = expand_vision_pads(ids, images or None, videos or None)
     seconds = rng.choice([0.5, 1.0, 2.0, 0.25, 1 / 3], size=len(videos)) if videos else None
     types_ = np.where(expanded == IMAGE_TOKEN_ID, 1, np.where(expanded == VIDEO_TOKEN_ID, 2, 0))
-    extra = {"second_per_grid_ts": torch.tensor(seconds)} if family == "qwen2_5_vl" and videos else {}
+    extra = {"second_per_grid_ts": processor_seconds(seconds)} if family == "qwen2_5_vl" and videos else {}
     ref_pos, ref_delta = hf_get_rope_index(family)(
         torch.from_numpy(expanded)[None], torch.from_numpy(types_)[None],
         torch.tensor(images) if images else None, torch.tensor(videos) if videos else None, **extra)
     pos, delta = get_rope_index(expanded, images or None, videos or None, seconds, family=family)
     np.testing.assert_array_equal(pos, ref_pos.numpy())
     np.testing.assert_array_equal(delta, ref_delta.numpy())
+
+
+def processor_seconds(seconds):
+    """``second_per_grid_ts`` as transformers' processor hands it to the model: a list of Python floats turned
+    into a tensor by ``BatchFeature`` -- float32."""
+    from transformers import BatchFeature
+
+    return BatchFeature({"second_per_grid_ts": [float(s) for s in seconds]}, tensor_type="pt")["second_per_grid_ts"]
+
+
+@pytest.mark.parametrize("tokens_per_second", [2, 25])
+@pytest.mark.parametrize("seconds", [[1 / 3, 2 / 3], [0.75, 1 / 3], [2 / 3, 0.75]])
+def test_fractional_seconds_per_grid_in_a_padded_batch(tokens_per_second, seconds):
+    """t * interval on an integer (1/3 s at 25 tokens/s: 3 * 8.333 = 25) is where float32 and float64 part."""
+    assert processor_seconds(seconds).dtype == torch.float32
+    video = [VISION_START_TOKEN_ID] + [VIDEO_TOKEN_ID] * 12 + [VISION_END_TOKEN_ID]   # grid (12, 2, 2)
+    rows = [[7] + video + [8, 9], [4, 5] + video + [6]]
+    width = max(len(r) for r in rows) + 2
+    batch = np.zeros((2, width), dtype=np.int64)
+    mask = np.zeros((2, width), dtype=np.int64)
+    batch[0, width - len(rows[0]):], mask[0, width - len(rows[0]):] = rows[0], 1     # left padding
+    batch[1, :len(rows[1])], mask[1, :len(rows[1])] = rows[1], 1                     # right padding
+    grids = [(12, 2, 2), (12, 2, 2)]
+    ref = hf_get_rope_index("qwen2_5_vl", tokens_per_second=tokens_per_second)
+    types_ = torch.from_numpy(np.where(batch == VIDEO_TOKEN_ID, 2, 0))
+    ref_pos, ref_delta = ref(torch.from_numpy(batch), types_, None, torch.tensor(grids),
+                             second_per_grid_ts=processor_seconds(seconds), attention_mask=torch.from_numpy(mask))
+    pos, delta = get_rope_index(batch, None, grids, seconds, attention_mask=mask, tokens_per_second=tokens_per_second)
+    np.testing.assert_array_equal(pos, ref_pos.numpy())
+    np.testing.assert_array_equal(delta, ref_delta.numpy())
+
+
+def test_float32_interval_is_the_one_that_matters():
+    """The case of the issue: 1/3 s per grid at 25 tokens/s puts frame pair 3 at 25 (float32), not 24 (float64);
+    the check fails for the float64 formula, so it can catch that bug."""
+    from qvlearn.bridge import temporal_positions
+
+    assert temporal_positions(4, 25, 1 / 3).tolist() == [0, 8, 16, 25]
+    assert np.floor(np.arange(4) * (25 * (1 / 3))).astype(int).tolist() == [0, 8, 16, 24]
+    ids = [VISION_START_TOKEN_ID] + [VIDEO_TOKEN_ID] * 4 + [VISION_END_TOKEN_ID]
+    pos, _ = get_rope_index(ids, None, [(4, 2, 2)], [1 / 3], tokens_per_second=25)
+    ref_pos, _ = hf_get_rope_index("qwen2_5_vl", tokens_per_second=25)(
+        torch.tensor([ids]), torch.tensor([[0, 2, 2, 2, 2, 0]]), None, torch.tensor([(4, 2, 2)]),
+        second_per_grid_ts=processor_seconds([1 / 3]))
+    assert pos[0, 0, 1:5].tolist() == ref_pos[0, 0, 1:5].tolist() == [1, 9, 17, 26]
+    with pytest.raises(qvlearn.InputError, match="positive seconds"):
+        get_rope_index(ids, None, [(4, 2, 2)], [0.0])
 
 
 def test_rope_index_spec_examples():

@@ -4,6 +4,7 @@ or out-of-order notebook would pass it silently. These checks make that a failur
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,92 @@ def test_notebook_was_executed_top_to_bottom(path):
     source = "\n".join("".join(c["source"]) for c in code)
     assert "check_close" in source or "assert" in source, f"{path.name}: no parity check"
     assert path.name in README, f"{path.name} is missing from the README's table of notebooks"
+
+
+# --- outputs that would differ on another machine -------------------------------------------------------------
+
+NBVAL_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION")
+FLOAT = re.compile(r"(?<![\w.])-?(?:\d+\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)(?![\w.])")
+MAX_DIGITS = 8  # the config constants (CLIP mean 0.48145466) have 8; a float64 repr of a result has 15-17
+
+
+def significant_digits(literal: str) -> int:
+    mantissa = re.split("[eE]", literal.lstrip("-"))[0]
+    return len(mantissa.replace(".", "").lstrip("0"))
+
+
+def marker_problems(source: str) -> list[str]:
+    """Comments that mention an nbval marker but that nbval will not recognise: nbval only honours a comment
+    line that is exactly ``# NBVAL_...`` (text after it turns the marker off, silently)."""
+    found = []
+    for line in source.splitlines():
+        text = line.strip()
+        if text.startswith("#") and "NBVAL_" in text and text.lstrip("#").strip() not in NBVAL_MARKERS:
+            found.append(f"{text[:70]!r} is not an nbval marker (it must be the whole comment: '# NBVAL_...')")
+    return found
+
+
+def output_problems(cell: dict) -> list[str]:
+    """Stored outputs of a compared cell whose text depends on the BLAS kernel, the CPU or the thread count:
+    floats printed with more digits than any check guarantees, and bare NumPy scalar reprs."""
+    source = "".join(cell["source"])
+    if any(f"# {m}" in source for m in ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")):
+        return []
+    found = []
+    for out in cell.get("outputs", []):
+        text = "".join(out.get("text", "")) + "".join((out.get("data") or {}).get("text/plain", ""))
+        for match in FLOAT.finditer(text):
+            if significant_digits(match.group(0)) > MAX_DIGITS:
+                found.append(f"stores {match.group(0)}: a float with machine-specific digits (print the tolerance "
+                             f"that was met instead, or round to what the check guarantees)")
+        for match in re.finditer(r"np\.(float|int)\d+\(", text):
+            found.append(f"stores a NumPy scalar repr ({match.group(0)}...): print it through a format")
+    return found
+
+
+def test_the_checks_catch_what_they_are_about():
+    """The failures seen on another machine: a check helper's float left as the cell's value, and a marker
+    comment with text after it."""
+    cell = {"source": ["check_close(a, b)"], "outputs": [
+        {"output_type": "execute_result", "data": {"text/plain": "1.0695726891809125e-06"}}]}
+    assert output_problems(cell)
+    cell["outputs"][0]["data"]["text/plain"] = "np.float32(0.56)"
+    assert output_problems(cell)
+    cell["outputs"][0]["data"]["text/plain"] = "mean: (0.48145466, 0.4578275) | relative error <= 1e-05"
+    assert not output_problems(cell)
+    cell["source"] = ["# NBVAL_IGNORE_OUTPUT\n", "print(x)"]
+    cell["outputs"][0]["data"]["text/plain"] = "1.0695726891809125e-06"
+    assert not output_problems(cell)
+    assert marker_problems("# NBVAL_IGNORE_OUTPUT  (the exact digits depend on the BLAS build)\nx")
+    assert marker_problems("#NBVAL_SKIP because slow")
+    assert not marker_problems("# NBVAL_IGNORE_OUTPUT\n# (the digits depend on the BLAS build)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_output_depends_on_the_machine(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    problems = []
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            problems += [f"cell {index}: {p}" for p in marker_problems("".join(cell["source"])) + output_problems(cell)]
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_kernelspec_is_the_one_make_installs(path):
+    """JupyterLab rewrites a notebook whose stored kernelspec differs from the kernel it starts (the notebook opens
+    modified, autosave rewrites it). `make setup` runs `ipykernel install --name python3`: store what it writes."""
+    from ipykernel.kernelspec import get_kernel_dict
+
+    installed = get_kernel_dict()
+    spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+    assert spec == {"display_name": installed["display_name"], "language": installed["language"], "name": "python3"}
+
+
+def test_running_notebooks_does_not_write_into_the_repository():
+    """Figures go to images/ only under `make notebooks`; a notebook calling fig.savefig on a repository path
+    would rewrite a tracked file on every test run."""
+    for path in NOTEBOOKS:
+        source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"])
+        assert ".savefig(" not in source, f"{path.name}: use qvlearn.course.save_figure, not fig.savefig"
+        assert "../images/" not in source.replace("](../images/", ""), f"{path.name}: writes into ../images/"

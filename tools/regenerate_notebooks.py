@@ -2,7 +2,8 @@
 
     python tools/regenerate_notebooks.py notebooks/*.ipynb      (what `make notebooks` runs)
 
-This is the only way notebooks are committed: nbval compares the stored outputs, and a test checks
+It is also the only run that writes the figures into ``images/`` (``qvlearn.course.save_figure``);
+tests and JupyterLab sessions write them to a temporary folder. This is the only way notebooks are committed: nbval compares the stored outputs, and a test checks
 that every code cell was executed in order.
 """
 
@@ -34,6 +35,7 @@ def main(paths) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ["QVLEARN_WRITE_FIGURES"] = "1"  # the one run that writes figures into images/
     for p in paths:
         seconds = regenerate(Path(p))
         print(f"{p}: executed in {seconds:.0f} s")
