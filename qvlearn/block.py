@@ -14,22 +14,36 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan, parallel_segment_attention, qkv_rotary
-from .config import QWEN2_VL, VisionConfig
+from .config import QWEN2_5_VL, QWEN2_VL, VisionConfig
 from .layers import ACTIVATIONS, linear
 from .norms import layer_norm, rms_norm
 from .parallel import row_parallel
 
 
-def mlp_qwen2_vl(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act="quick_gelu"):
-    """``[N, D] -> [N, 4D] -> act -> [N, D]``."""
-    return linear(ACTIVATIONS[act](linear(x, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+def _no_tap(name, value):
+    pass
+
+
+def mlp_qwen2_vl(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act="quick_gelu", tap=_no_tap):
+    """``[N, D] -> [N, 4D] -> act -> [N, D]``. ``tap`` sees ``fc1`` (before the activation) and ``act``."""
+    hidden = linear(x, fc1_weight, fc1_bias)  # [N, D] @ [D, 4D] -> [N, 4D]
+    tap("fc1", hidden)
+    hidden = ACTIVATIONS[act](hidden)
+    tap("act", hidden)
+    return linear(hidden, fc2_weight, fc2_bias)  # [N, 4D] @ [4D, D] -> [N, D]
 
 
 def mlp_qwen2_5_vl(x, gate_proj_weight, gate_proj_bias, up_proj_weight, up_proj_bias, down_proj_weight,
-                   down_proj_bias, act="silu"):
-    """``down(act(gate(x)) * up(x))``: ``[N, D] -> 2 x [N, I] -> [N, D]``."""
-    hidden = ACTIVATIONS[act](linear(x, gate_proj_weight, gate_proj_bias))  # [N, I]
-    hidden *= linear(x, up_proj_weight, up_proj_bias)  # [N, I]
+                   down_proj_bias, act="silu", tap=_no_tap):
+    """``down(act(gate(x)) * up(x))``: ``[N, D] -> 2 x [N, I] -> [N, D]``. ``tap`` sees ``gate`` (before the
+    activation), ``up`` and ``act`` (``act(gate) * up``, the input of ``down_proj``)."""
+    gate = linear(x, gate_proj_weight, gate_proj_bias)  # [N, I]
+    tap("gate", gate)
+    hidden = ACTIVATIONS[act](gate)  # [N, I], a new array
+    up = linear(x, up_proj_weight, up_proj_bias)  # [N, I]
+    tap("up", up)
+    hidden *= up
+    tap("act", hidden)
     return linear(hidden, down_proj_weight, down_proj_bias)  # [N, I] @ [I, D] -> [N, D]
 
 
@@ -40,13 +54,47 @@ def norm(x, w: dict, name: str, cfg: VisionConfig):
     return rms_norm(x, w[f"{name}.weight"], cfg.eps)
 
 
-def mlp(x, w: dict, cfg: VisionConfig):
+def mlp(x, w: dict, cfg: VisionConfig, tap=_no_tap):
     """The block's MLP, by family."""
     if cfg.family == QWEN2_VL:
         return mlp_qwen2_vl(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], w["mlp.fc2.weight"], w["mlp.fc2.bias"],
-                            cfg.hidden_act)
+                            cfg.hidden_act, tap)
     return mlp_qwen2_5_vl(x, w["mlp.gate_proj.weight"], w["mlp.gate_proj.bias"], w["mlp.up_proj.weight"],
-                          w["mlp.up_proj.bias"], w["mlp.down_proj.weight"], w["mlp.down_proj.bias"], cfg.hidden_act)
+                          w["mlp.up_proj.bias"], w["mlp.down_proj.weight"], w["mlp.down_proj.bias"], cfg.hidden_act,
+                          tap)
+
+
+BLOCK_STAGES = {
+    QWEN2_VL: ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.fc1", "mlp.act", "mlp"),
+    QWEN2_5_VL: ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.gate", "mlp.up", "mlp.act", "mlp"),
+}
+"""The stages inside a block, in order, as :func:`vision_block_tapped` reports them (``blocks.{i}.<name>`` in
+a trace). ``attn.q``/``attn.k``: ``[N, heads, head_dim]`` after RoPE; ``attn``: after ``proj``, before the
+residual; ``residual1``: ``x + attn``; ``mlp.*``: the MLP's intermediates; ``mlp``: its output."""
+
+
+def vision_block_tapped(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, tap,
+                        chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """:func:`vision_block` one step per line, calling ``tap(name, array)`` with every stage of
+    :data:`BLOCK_STAGES`. Same kernels and the same result (up to the BLAS's summation order); the
+    encoder runs it for the blocks whose inner stages a trace asks for."""
+    xp = array_namespace(x)
+    n, dim = x.shape
+    h = norm(x, w, "norm1", cfg)  # [N, D]
+    tap("norm1", h)
+    q, k, v = qkv_rotary(h, w["attn.qkv.weight"], w["attn.qkv.bias"], cos, sin, cfg.num_heads)  # [N, heads, d]
+    tap("attn.q", q)
+    tap("attn.k", k)
+    mixed = parallel_segment_attention(q, k, v, plan, cfg.head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
+    attn = linear(xp.reshape(mixed, (n, dim)), w["attn.proj.weight"], w["attn.proj.bias"])  # [N, D]
+    tap("attn", attn)
+    h = x + attn  # the first residual
+    tap("residual1", h)
+    normed = norm(h, w, "norm2", cfg)
+    tap("norm2", normed)
+    out = mlp(normed, w, cfg, tap=lambda name, value: tap(f"mlp.{name}", value))
+    tap("mlp", out)
+    return h + out  # the second residual
 
 
 def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chunk_bytes=DEFAULT_CHUNK_BYTES):

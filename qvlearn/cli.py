@@ -1,8 +1,8 @@
 """Command line.
 
-    python -m qvlearn encode IMAGE... [--model DIR] --out FILE        vision embeddings
-    python -m qvlearn taps IMAGE... [--model DIR] --out FILE [--reference]   every stage of one forward
-    python -m qvlearn compare A.safetensors B.safetensors [--rtol R]  per-stage differences; exit 1 if beyond
+    python -m qvlearn encode IMAGE... [--video FILE...] [--model DIR] --out FILE      vision embeddings
+    python -m qvlearn taps IMAGE... [--video FILE...] [--stages GLOB] [--model DIR] --out FILE [--reference]
+    python -m qvlearn compare A.safetensors B.safetensors [--baseline C] [--rtol R]  exit 1 if beyond
 
 Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
 Qwen2.5-VL-7B vision tower, written once to the cache directory (``$QVLEARN_CACHE``, else
@@ -67,6 +67,20 @@ def _progress(total: int, quiet: bool):
     return bar, tap
 
 
+def check_out(path: str, suffixes: tuple) -> Path:
+    """Refuse an unusable output path before any work is done."""
+    from .errors import InputError
+
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"--out {path} is a directory: give a file name ending in {' or '.join(suffixes)}")
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"--out must end in {', '.join(suffixes)}, got {out.name}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {path}: {out.parent} is not a directory")
+    return out
+
+
 def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray) -> None:
     """``.npy``: the embeddings; ``.npz`` / ``.safetensors``: embeddings and grid_thw."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,17 +102,18 @@ def cmd_encode(args) -> int:
     import qvlearn
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    check_out(args.out, (".npy", ".npz", ".safetensors"))
     model = _model_or_default(args, log)
     encoder = qvlearn.load_encoder(model, backend=args.backend)
-    pixel_values, grid_thw = qvlearn.preprocess(images=args.images, min_pixels=args.min_pixels,
-                                                max_pixels=args.max_pixels)
+    pixel_values, grid_thw = _inputs(args)
     bar, tap = _progress(encoder.config.depth, args.quiet)
     with bar:
         embeddings = encoder(pixel_values, grid_thw, tap=tap)
     embeddings = encoder.backend.to_numpy(embeddings)
     save_output(Path(args.out), embeddings, grid_thw)
     unit = encoder.config.merge_unit
-    for image, (t, h, w) in zip(args.images, grid_thw.tolist()):
+    names = list(args.images) + [" ".join(v) for v in (args.video or [])]
+    for image, (t, h, w) in zip(names, grid_thw.tolist()):
         print(f"{image}: grid_thw ({t}, {h}, {w}) -> {t * h * w // unit} tokens "
               f"({h * encoder.config.patch_size}x{w * encoder.config.patch_size} px)")
     print(f"wrote {embeddings.shape[0]} tokens x {embeddings.shape[1]} ({embeddings.dtype}) to {args.out}")
@@ -114,48 +129,74 @@ def _model_or_default(args, log) -> Path:
     return model
 
 
-def cmd_taps(args) -> int:
-    import json
-
+def _inputs(args):
+    """pixel_values and grid_thw of the command's images and videos (images first, then videos)."""
     import qvlearn
 
-    from .taps import add_natural_order, save_taps
+    videos = [v[0] if len(v) == 1 else v for v in (getattr(args, "video", None) or [])]
+    if not args.images and not videos:
+        raise qvlearn.InputError("nothing to encode: give image files and/or --video FILE (or --video FRAME FRAME ...)")
+    return qvlearn.preprocess(images=args.images or None, videos=videos or None, min_pixels=args.min_pixels,
+                              max_pixels=args.max_pixels)
+
+
+def cmd_taps(args) -> int:
+    import qvlearn
+
+    from .config import read_config_json
+    from .taps import add_natural_order, save_taps, select_stages
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    check_out(args.out, (".safetensors",))
     model = _model_or_default(args, log)
-    pixel_values, grid_thw = qvlearn.preprocess(images=args.images, min_pixels=args.min_pixels,
-                                                max_pixels=args.max_pixels)
-    config = json.loads((model / "config.json").read_text())
+    config = read_config_json(model)
+    if args.stages:  # check the patterns before any work
+        from .config import vision_config_from_dict
+
+        select_stages(vision_config_from_dict(config, source=str(model / "config.json")), args.stages)
+    pixel_values, grid_thw = _inputs(args)
     if args.reference:
         from .reference import reference_tower, reference_trace
 
-        stages = reference_trace(reference_tower(model), pixel_values, grid_thw)
+        stages = reference_trace(reference_tower(model), pixel_values, grid_thw, stages=args.stages)
+        if not args.stages:
+            add_natural_order(stages)
         source, backend = "transformers", "torch"
     else:
         encoder = qvlearn.load_encoder(model, backend=args.backend)
-        stages = encoder.trace(pixel_values, grid_thw, to_numpy=True)
+        stages = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages)
         source, backend = "qvlearn", encoder.backend.name
-    add_natural_order(stages)
     save_taps(args.out, stages, source=source, config=config, backend=backend)
     print(f"wrote {len(stages)} stages from {source} for grid_thw {grid_thw.tolist()} to {args.out}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .taps import compare_taps, format_table, load_taps
+    from .taps import compare_taps, format_table, load_taps, only_in_one
 
     a, _ = load_taps(args.a)
     b, _ = load_taps(args.b)
-    rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage)
-    print(format_table(rows, args.rtol))
+    baseline = load_taps(args.baseline)[0] if args.baseline else None
+    rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage, scale_tol=args.scale_tol, baseline=baseline,
+                        factor=args.factor)
+    print(format_table(rows, args.rtol, args.scale_tol))
+    first, second = only_in_one(a, b)
+    if not args.stage:
+        for label, names, path in (("only in", first, args.a), ("only in", second, args.b)):
+            if names:
+                shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+                print(f"not compared, {label} {Path(path).name}: {shown}")
     return 0 if all(r.ok for r in rows) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qvlearn", description="qvlearn: the Qwen2-VL / Qwen2.5-VL vision encoder in NumPy, checked against transformers")
     sub = parser.add_subparsers(dest="command", required=True)
-    enc = sub.add_parser("encode", help="images -> vision embeddings")
-    enc.add_argument("images", nargs="+", help="image files")
+    video_help = ("a video: one animated image file (GIF/PNG/WebP/TIFF) or its frames as image files; repeat for "
+                  "several videos (they follow the images)")
+    enc = sub.add_parser("encode", help="images and videos -> vision embeddings")
+    enc.add_argument("images", nargs="*", help="image files")
+    enc.add_argument("--video", action="append", nargs="+", metavar="FILE", help=video_help)
     enc.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
     enc.add_argument("--out", required=True, help="output file: .npy, .npz or .safetensors")
     enc.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="default: $QVLEARN_BACKEND or numpy")
@@ -165,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.set_defaults(func=cmd_encode)
 
     taps = sub.add_parser("taps", help="write every stage of one forward to a safetensors tap file")
-    taps.add_argument("images", nargs="+", help="image files")
+    taps.add_argument("images", nargs="*", help="image files")
+    taps.add_argument("--video", action="append", nargs="+", metavar="FILE", help=video_help)
+    taps.add_argument("--stages", action="append", metavar="GLOB",
+                      help="keep only these stages (repeatable glob, e.g. 'blocks.0.*' for the insides of block 0, "
+                           "'blocks.*.attn.q', 'embeddings'); default: every stage outside the blocks' insides")
     taps.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
     taps.add_argument("--out", required=True, help="output .safetensors file")
     taps.add_argument("--reference", action="store_true", help="write the taps of transformers' tower instead")
@@ -178,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare two tap files stage by stage (the second is the reference)")
     cmp.add_argument("a", help="tap file to check (e.g. your port's)")
     cmp.add_argument("b", help="reference tap file")
-    cmp.add_argument("--rtol", type=float, default=1e-4, help="max |a - b| / max |b| allowed per stage (1e-4)")
+    cmp.add_argument("--rtol", type=float, default=1e-5,
+                     help="max |a - b| / max |b| allowed per stage (1e-5: 5x the float32 noise of a 32-block tower)")
+    cmp.add_argument("--scale-tol", type=float, default=1e-6,
+                     help="allowed |<a,b>/<b,b> - 1| per stage: a systematic scale error such as a wrong norm eps "
+                          "(1e-6; float32 noise stays below 1e-7)")
+    cmp.add_argument("--baseline", metavar="FILE",
+                     help="a third tap file (e.g. transformers' taps when B is qvlearn's): its difference to B is each "
+                          "stage's float32 noise floor, and a stage far above it fails")
+    cmp.add_argument("--factor", type=float, default=10.0, help="with --baseline: how far above the floor fails (10)")
     cmp.add_argument("--stage", action="append", help="compare only this stage (repeatable); error if missing")
     cmp.set_defaults(func=cmd_compare)
     return parser

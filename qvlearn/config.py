@@ -214,9 +214,12 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
         raise ConfigError(f"{source}: malformed vision_config ({exc})") from None
 
 
-def read_config(path: str | os.PathLike) -> VisionConfig:
-    """Read ``config.json`` in a snapshot directory (or the file itself)."""
+def read_config_json(path: str | os.PathLike) -> dict:
+    """The parsed ``config.json`` of a snapshot directory (or the file itself), with clear errors."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: give the directory of a downloaded snapshot "
+                          "(or one written by qvlearn.save_random_checkpoint)")
     file = path / "config.json" if path.is_dir() else path
     if not file.exists():
         raise ConfigError(f"no config.json in {path}: a Hugging Face snapshot directory holds config.json next to "
@@ -225,7 +228,15 @@ def read_config(path: str | os.PathLike) -> VisionConfig:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{file} is not valid JSON: {exc}") from None
-    return vision_config_from_dict(config, source=str(file))
+    if not isinstance(config, dict):
+        raise ConfigError(f"{file}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def read_config(path: str | os.PathLike) -> VisionConfig:
+    """Read ``config.json`` in a snapshot directory (or the file itself)."""
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    return vision_config_from_dict(read_config_json(path), source=str(file))
 
 
 # ----------------------------------------------------------------------------------------------------

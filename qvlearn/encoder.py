@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
+from array_api_compat import array_namespace
 
 from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan
 from .backend import Backend, get_backend, supports_out, widen_bf16
-from .block import norm, vision_block
+from .block import norm, vision_block, vision_block_tapped
 from .config import VisionConfig, read_config
 from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
@@ -27,6 +28,7 @@ from .merger import merge_2x2, merger_mlp, restore_order
 from .patch_embed import conv3d_weight_as_matrix, patch_embed
 from .rotary import inv_freq, rotary_cos_sin, rotary_position_ids
 from .weights import load_weights
+from . import window_index as window_index_module
 from .window_index import cu_seqlens, inverse_permutation, patch_permutation, window_index
 
 Tap = Callable[[str, object], None]
@@ -36,7 +38,16 @@ STAGES = ("pixel_values", "grid_thw", "patch_embeds", "position_ids", "cos", "si
 """Names of the stages a forward reports to a tap, in order. Float stages are backend arrays, index
 stages host NumPy arrays. For Qwen2.5-VL, ``patch_embeds``, ``cos`` and ``sin`` are in natural
 order, while ``blocks.{i}``, ``last_hidden_state``, ``merger.ln_q`` and ``merger`` are in window order
-(as transformers reports them); ``embeddings`` is in natural order."""
+(as transformers reports them); ``embeddings`` is in natural order. Blocks named in ``block_taps`` also
+report ``blocks.{i}.<name>`` for every name of :data:`qvlearn.block.BLOCK_STAGES`; :meth:`VisionEncoder.trace`
+adds ``blocks.{i}.natural`` (Qwen2.5-VL: block i's output in natural order)."""
+
+
+def rotary_to_window_order(cos, sin, rows):
+    """The rotary tables follow their tokens into window order (a port that forgets it rotates every q and k
+    by another token's angles)."""
+    xp = array_namespace(cos)
+    return xp.take(cos, rows, axis=0), xp.take(sin, rows, axis=0)
 
 
 class VisionEncoder:
@@ -131,11 +142,12 @@ class VisionEncoder:
             f"grid_thw returned together by qvlearn.preprocess")
 
     # -- forward --------------------------------------------------------------------------------------
-    def __call__(self, pixel_values, grid_thw, tap: Tap | None = None):
+    def __call__(self, pixel_values, grid_thw, tap: Tap | None = None, block_taps=()):
         """``pixel_values [N, 1176]``, ``grid_thw [k, 3]`` -> merged embeddings ``[N/4, out_hidden_size]``
         float32 on the encoder's backend, in the order transformers returns them.
 
-        ``tap(name, array)`` is called with every stage of :data:`STAGES` as it is computed.
+        ``tap(name, array)`` is called with every stage of :data:`STAGES` as it is computed, and, for the
+        block indexes in ``block_taps``, with the stages inside those blocks (``blocks.{i}.norm1``, ...).
         """
         cfg, be = self.config, self.backend
         xp = be.xp
@@ -164,12 +176,18 @@ class VisionEncoder:
             emit("cu_window_seqlens", cu_window)
             window_plan = SegmentPlan.build(cu_window, be.asarray)
             rows = be.asarray(patch_permutation(w_index, m))  # window order on patch rows
-            h, cos, sin = (xp.take(a, rows, axis=0) for a in (h, cos, sin))
+            h = xp.take(h, rows, axis=0)
+            cos, sin = rotary_to_window_order(cos, sin, rows)
             inverse = be.asarray(inverse_permutation(w_index))
 
+        block_taps = set(block_taps)
         for i, weights in enumerate(self.blocks):
             plan = full_plan if cfg.is_full_attention_block(i) else window_plan
-            h = vision_block(h, self._float32_dict(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
+            if i in block_taps:  # step by step, reporting what happens inside the block
+                h = vision_block_tapped(h, self._float32_dict(weights), cfg, cos, sin, plan,
+                                        lambda name, value, i=i: emit(f"blocks.{i}.{name}", value), self.chunk_bytes)
+            else:
+                h = vision_block(h, self._float32_dict(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
             emit(f"blocks.{i}", h)
         emit("last_hidden_state", h)
 
@@ -184,15 +202,40 @@ class VisionEncoder:
         emit("embeddings", merged)
         return merged
 
-    def trace(self, pixel_values, grid_thw, to_numpy: bool = False) -> dict:
-        """One forward, returning every stage of :data:`STAGES` by name (``embeddings`` is the output)."""
-        stages: dict = {}
+    def trace(self, pixel_values, grid_thw, to_numpy: bool = False, stages=None) -> dict:
+        """One forward, returning its stages by name (``embeddings`` is the output).
+
+        ``stages``: glob patterns choosing what to keep, e.g. ``["blocks.3.*", "embeddings"]`` or
+        ``["blocks.*.attn.q"]`` (:func:`qvlearn.taps.stage_names` lists them all); by default every stage
+        outside the blocks' insides, ``blocks.{i}`` and (Qwen2.5-VL) ``blocks.{i}.natural`` included. A
+        pattern that matches nothing raises :class:`qvlearn.taps.TapError`.
+        """
+        from .taps import default_stages, select_stages
+
+        cfg = self.config
+        wanted = default_stages(cfg) if stages is None else select_stages(cfg, [stages] if isinstance(stages, str)
+                                                                            else stages)
+        natural = {n[: -len(".natural")] for n in wanted if n.endswith(".natural")}
+        needed = set(wanted) | natural | {"window_index"}
+        inner = {int(n.split(".")[1]) for n in wanted if n.startswith("blocks.") and n.count(".") > 1
+                 and not n.endswith(".natural")}
+        kept: dict = {}
 
         def keep(name, value):
-            stages[name] = self.backend.to_numpy(value) if to_numpy else value
+            if name in needed:
+                kept[name] = value
 
-        self(pixel_values, grid_thw, tap=keep)
-        return stages
+        self(pixel_values, grid_thw, tap=keep, block_taps=inner)
+        if natural:  # block outputs back in token order: the inverse of the window permutation on patch rows
+            order = window_index_module.patch_permutation(kept["window_index"], cfg.spatial_merge_size)
+            rows = self.backend.asarray(np.argsort(order))
+            for name in natural:
+                kept[f"{name}.natural"] = self.backend.xp.take(kept[name], rows, axis=0)
+        out = {}
+        for name in wanted:
+            value = kept[name]
+            out[name] = self.backend.to_numpy(value) if to_numpy else value
+        return out
 
 
 def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,

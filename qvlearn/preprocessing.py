@@ -84,18 +84,29 @@ def load_image(image) -> Image.Image:
             raise ImageError(f"image file not found: {path}")
         try:
             with Image.open(path) as opened:
+                frames = getattr(opened, "n_frames", 1)
                 opened.load()  # force decoding now: truncated files fail here, not later
                 image = opened.copy()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
+        if frames > 1:
+            _refuse_animation(frames, str(path))
     elif isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     elif not isinstance(image, Image.Image):
         raise ImageError(f"an image must be a PIL.Image, a file path or an HxWx3 uint8 array, got "
                          f"{type(image).__name__}")
+    if getattr(image, "n_frames", 1) > 1:
+        _refuse_animation(image.n_frames, getattr(image, "filename", "") or "this image")
     if image.width == 0 or image.height == 0:
         raise ImageError(f"empty image of size {image.width}x{image.height} (WxH)")
     return to_rgb(image)
+
+
+def _refuse_animation(frames: int, where: str) -> None:
+    """An animated GIF/PNG/WebP or a multi-page TIFF is not one image."""
+    raise ImageError(f"{where} has {frames} frames (an animation): pass it as a video, "
+                     "preprocess(videos=[path]) or `--video path` on the command line, or extract one frame")
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
@@ -175,16 +186,44 @@ def preprocess_image(image, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, pat
     return patchify(frames, patch_size, merge_size, temporal_patch_size)
 
 
+def read_frames(video) -> list[Image.Image]:
+    """The frames of an animated image file (GIF, APNG, WebP, multi-page TIFF), read by Pillow one by one.
+
+    Video containers (mp4, mkv, ...) need a video decoder: decode them to frames first (e.g. with
+    ``qwen-vl-utils``, torchvision, decord or ffmpeg) and pass the frames as a list."""
+    from PIL import ImageSequence
+
+    if isinstance(video, Image.Image):
+        opened, close = video, False
+    else:
+        path = Path(video)
+        if not path.is_file():
+            raise ImageError(f"video file not found: {path}")
+        try:
+            opened, close = Image.open(path), True
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ImageError(f"cannot read {path} as frames: {exc}. Pillow reads animated GIF/PNG/WebP and "
+                             "multi-page TIFF; decode other videos to a list of frames first") from None
+    try:
+        return [frame.copy() for frame in ImageSequence.Iterator(opened)]
+    finally:
+        if close:
+            opened.close()
+
+
 def preprocess_video(video, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
                      merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE):
-    """One video (frames as a list or a ``[T, H, W, 3]`` uint8 array) -> ``(rows, (t, h, w))``.
+    """One video (frames as a list, a ``[T, H, W, 3]`` uint8 array, or an animated image file that Pillow reads
+    frame by frame) -> ``(rows, (t, h, w))``.
 
     All frames share one resize target (computed from the frame size). An odd frame count is padded
     by repeating the last frame, so ``t = ceil(T / 2)``.
     """
     if isinstance(video, np.ndarray) and video.ndim == 4:
         frames = list(video)
-    elif isinstance(video, (Image.Image, np.ndarray, str, os.PathLike)):
+    elif isinstance(video, (str, os.PathLike)) or (isinstance(video, Image.Image) and getattr(video, "n_frames", 1) > 1):
+        frames = read_frames(video)
+    elif isinstance(video, (Image.Image, np.ndarray)):
         raise ImageError("each video must be a sequence of frames (or a [T, H, W, 3] uint8 array), got a single "
                          "image; pass videos=[frames] for one video, or images=[...] for still images")
     elif isinstance(video, Sequence):

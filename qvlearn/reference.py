@@ -68,46 +68,120 @@ def _np(t) -> np.ndarray:
 
 
 @torch.no_grad()
-def reference_trace(model, pixel_values, grid_thw) -> dict[str, np.ndarray]:
-    """One fp32 forward of the transformers tower; stages named as in :data:`qvlearn.encoder.STAGES`."""
+def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.ndarray]:
+    """One fp32 forward of the transformers tower; stages named as in :data:`qvlearn.encoder.STAGES`.
+
+    ``stages``: glob patterns as for :meth:`qvlearn.VisionEncoder.trace`; the stages inside a block
+    (``blocks.{i}.norm1`` ... ``blocks.{i}.mlp``) come from forward hooks on transformers' own modules
+    (``norm1``, ``attn``, ``norm2``, ``mlp`` and its linears) and, for q and k after RoPE, from a
+    recording wrapper around the modeling module's ``apply_rotary_pos_emb_vision`` during the forward.
+    By default the stages outside the blocks' insides (``blocks.{i}.natural`` is added by
+    :func:`qvlearn.taps.add_natural_order`).
+    """
+    import importlib
+
     from transformers import vision_utils as vu
+
+    from .config import vision_config_from_dict
+    from .taps import select_stages
 
     cfg = model.config
     m = cfg.spatial_merge_size
     grid = torch.as_tensor(np.asarray(grid_thw), dtype=torch.long)
     pv = torch.as_tensor(np.asarray(pixel_values), dtype=torch.float32)
-    stages: dict[str, np.ndarray] = {"pixel_values": pv.numpy(), "grid_thw": grid.numpy()}
-    stages["position_ids"] = vu.get_vision_position_ids(grid, m).numpy()
-    stages["cu_seqlens"] = vu.get_vision_cu_seqlens(grid).numpy()
+    found: dict[str, np.ndarray] = {"pixel_values": pv.numpy(), "grid_thw": grid.numpy()}
+    found["position_ids"] = vu.get_vision_position_ids(grid, m).numpy()
+    found["cu_seqlens"] = vu.get_vision_cu_seqlens(grid).numpy()
     if hasattr(cfg, "fullatt_block_indexes"):
         w_index, cu_w = vu.get_vision_window_index(grid, m, cfg.window_size, cfg.patch_size)
-        stages["window_index"], stages["cu_window_seqlens"] = w_index.numpy(), cu_w.numpy()
+        found["window_index"], found["cu_window_seqlens"] = w_index.numpy(), cu_w.numpy()
 
     hooks = []
 
     def save(name, take=lambda out: out):
         def hook(module, args, output):
-            stages[name] = _np(take(output))
+            found[name] = _np(take(output))
         return hook
 
     hooks.append(model.patch_embed.register_forward_hook(save("patch_embeds")))
 
     def rotary_hook(module, args, output):
-        stages["cos"], stages["sin"] = _np(output[0]), _np(output[1])
+        found["cos"], found["sin"] = _np(output[0]), _np(output[1])
 
     hooks.append(model.rotary_pos_emb.register_forward_hook(rotary_hook))
     for i, blk in enumerate(model.blocks):
         hooks.append(blk.register_forward_hook(save(f"blocks.{i}")))
     hooks.append(model.merger.ln_q.register_forward_hook(save("merger.ln_q")))
     hooks.append(model.merger.register_forward_hook(save("merger")))
+
+    wanted = None
+    modeling, original_rotary = None, None
+    if stages is not None:
+        ours = vision_config_from_dict(_config_dict(model))
+        wanted = set(select_stages(ours, [stages] if isinstance(stages, str) else stages))
+        inner = sorted({int(n.split(".")[1]) for n in wanted if n.count(".") > 1 and n.startswith("blocks.")
+                        and not n.endswith(".natural")})
+        current = {"block": None}
+
+        def mark(i):
+            def pre(module, args):
+                current["block"] = i
+            return pre
+
+        def save_input(name):
+            def pre(module, args):
+                found[name] = _np(args[0])
+            return pre
+
+        for i, blk in enumerate(model.blocks):  # every block says who is running (for the q/k recorder)
+            hooks.append(blk.register_forward_pre_hook(mark(i)))
+        for i in inner:
+            blk = model.blocks[i]
+            hooks.append(blk.norm1.register_forward_hook(save(f"blocks.{i}.norm1")))
+            hooks.append(blk.attn.register_forward_hook(save(f"blocks.{i}.attn")))
+            hooks.append(blk.norm2.register_forward_pre_hook(save_input(f"blocks.{i}.residual1")))
+            hooks.append(blk.norm2.register_forward_hook(save(f"blocks.{i}.norm2")))
+            hooks.append(blk.mlp.register_forward_hook(save(f"blocks.{i}.mlp")))
+            if hasattr(blk.mlp, "gate_proj"):  # Qwen2.5-VL: down(act(gate(x)) * up(x))
+                hooks.append(blk.mlp.gate_proj.register_forward_hook(save(f"blocks.{i}.mlp.gate")))
+                hooks.append(blk.mlp.up_proj.register_forward_hook(save(f"blocks.{i}.mlp.up")))
+                hooks.append(blk.mlp.down_proj.register_forward_pre_hook(save_input(f"blocks.{i}.mlp.act")))
+            else:  # Qwen2-VL: fc2(act(fc1(x)))
+                hooks.append(blk.mlp.fc1.register_forward_hook(save(f"blocks.{i}.mlp.fc1")))
+                hooks.append(blk.mlp.fc2.register_forward_pre_hook(save_input(f"blocks.{i}.mlp.act")))
+        modeling = importlib.import_module(type(model).__module__)
+        original_rotary = modeling.apply_rotary_pos_emb_vision
+
+        def recording_rotary(q, k, cos, sin):
+            q_out, k_out = original_rotary(q, k, cos, sin)
+            if current["block"] in inner:  # [N, heads, head_dim], as qvlearn's q and k
+                found[f"blocks.{current['block']}.attn.q"] = _np(q_out)
+                found[f"blocks.{current['block']}.attn.k"] = _np(k_out)
+            return q_out, k_out
+
+        modeling.apply_rotary_pos_emb_vision = recording_rotary
     try:
         out = model(pv.to(next(model.parameters()).dtype), grid)
     finally:
         for h in hooks:
             h.remove()
-    stages["last_hidden_state"] = _np(out.last_hidden_state)
-    stages["embeddings"] = _np(out.pooler_output)
-    return stages
+        if modeling is not None:
+            modeling.apply_rotary_pos_emb_vision = original_rotary
+    found["last_hidden_state"] = _np(out.last_hidden_state)
+    found["embeddings"] = _np(out.pooler_output)
+    if wanted is not None:
+        from .taps import add_natural_order
+
+        if any(n.endswith(".natural") for n in wanted):
+            add_natural_order(found)
+        found = {k: v for k, v in found.items() if k in wanted}
+    return found
+
+
+def _config_dict(model) -> dict:
+    """The tower's config as the dict qvlearn's config reader takes (vision-only form)."""
+    family = "qwen2_5_vl" if hasattr(model.config, "fullatt_block_indexes") else "qwen2_vl"
+    return {"model_type": family, "vision_config": model.config.to_dict()}
 
 
 def reference_preprocess(images, min_pixels: int = 3136, max_pixels: int = 12845056):

@@ -1,0 +1,351 @@
+"""A zoo of real porting bugs, each a switch on qvlearn itself, to see what a port's taps look like.
+
+Explained in ``notebooks/12_debugging_a_port.ipynb``. For porters: inject a bug, write taps, and read
+``compare``'s verdict; the stage it names is where the bug lives, the error size and the note say what
+kind of bug it is. ``tests/test_bugs.py`` proves that ``compare`` names each bug's stage.
+
+    from qvlearn import bugs
+    with bugs.inject("rope-interleaved"):
+        encoder = qvlearn.load_encoder(path)          # some bugs act while the encoder is built
+        buggy = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=["*"])
+
+Each bug replaces one function (or table) of qvlearn for the duration of the ``with`` block
+(``unittest.mock.patch``): the engine carries no bug flags. ``reported`` names where the bug was reported
+in public (an issue or pull request), or says that it is one of the spec's checklist items with no public
+report found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from unittest import mock
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import attention, block, config, encoder, merger, preprocessing, rotary
+from .errors import InputError
+from .layers import gelu, gelu_tanh, linear
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    title: str
+    reported: str
+    stage: str        # the first stage compare names when this bug is injected (tests/test_bugs.py)
+    symptom: str
+    family: str = "qwen2_5_vl"   # the tower it is shown on: qwen2_vl, qwen2_5_vl
+    needs: str = "batch"         # the input that shows it: batch (two images and a video), rgba, size70
+    patches: tuple = field(default=(), repr=False)  # (object, attribute name, replacement) or ("dict", d, key, v)
+
+
+# --- the replacements -----------------------------------------------------------------------------------
+
+def _rotate_interleaved(x, cos, sin):
+    """GPT-J pairing (0,1), (2,3), ... with the same angles: what ``rotary_mode="interleave"`` does."""
+    xp = array_namespace(x)
+    pairs = xp.reshape(x, (*x.shape[:-1], x.shape[-1] // 2, 2))
+    c, s = cos[:, None, 0::2], sin[:, None, 0::2]
+    first = pairs[..., 0] * c - pairs[..., 1] * s
+    second = pairs[..., 0] * s + pairs[..., 1] * c
+    return xp.reshape(xp.stack([first, second], axis=-1), x.shape)
+
+
+def _rotate_half_wrong_sign(x, cos, sin):
+    """``rotate_half(x) = [x2 | -x1]`` instead of ``[-x2 | x1]``: every pair turns the other way."""
+    xp = array_namespace(x)
+    half = x.shape[-1] // 2
+    turned = xp.concat([x[..., half:], -x[..., :half]], axis=-1)
+    return x * cos[:, None, :] + turned * sin[:, None, :]
+
+
+def _qkv_contiguous(x, qkv_weight, qkv_bias, cos, sin, num_heads):
+    """q, k, v read as the first, second and third N*D values of the qkv buffer (a raw-memory view) instead of
+    the strided ``[N, 3, heads, d]`` view."""
+    xp = array_namespace(x)
+    n, dim = x.shape
+    flat = xp.reshape(linear(x, qkv_weight, qkv_bias), (3, n, num_heads, dim // num_heads))
+    return (rotary.apply_rotary(flat[0, ...], cos, sin), rotary.apply_rotary(flat[1, ...], cos, sin), flat[2, ...])
+
+
+def _rotary_left_in_natural_order(cos, sin, rows):
+    return cos, sin
+
+
+def _window_inverse_is_the_index(index):
+    """The window permutation applied a second time instead of undone (right only for involutions)."""
+    return np.asarray(index).copy()
+
+
+def _window_index_keeping_empty_windows(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
+    """transformers' window list before ``unique_consecutive``: empty padded windows stay as 0-length segments."""
+    from .grid import as_grid_thw
+    from .window_index import window_index
+
+    w_index, _ = window_index(grid_thw, spatial_merge_size, window_size, patch_size)
+    ws = window_size // spatial_merge_size // patch_size
+    cu = [0]
+    for t, h, w in as_grid_thw(grid_thw, spatial_merge_size).tolist():
+        gh, gw = h // spatial_merge_size, w // spatial_merge_size
+        rows_ = [min(ws, gh - r) for r in range(0, gh + ws - gh % ws, ws)]
+        cols = [min(ws, gw - c) for c in range(0, gw + ws - gw % ws, ws)]
+        for _ in range(t):
+            for r in rows_:
+                for c in cols:
+                    cu.append(cu[-1] + max(r, 0) * max(c, 0) * spatial_merge_size ** 2)
+    return w_index, np.asarray(cu, dtype=np.int32)
+
+
+def _window_size_in_tokens(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
+    """``window_size`` read as tokens, not pixels (112 merged tokens a side: one window per image)."""
+    from .window_index import window_index
+
+    return window_index(grid_thw, spatial_merge_size, window_size, 1)
+
+
+def _cu_seqlens_per_entry(grid_thw, spatial_merge_size=2):
+    """One segment per image or video instead of one per frame pair: a video's frame pairs attend to each other."""
+    from .grid import as_grid_thw
+
+    grid = as_grid_thw(grid_thw, spatial_merge_size)
+    return np.concatenate([[0], np.cumsum(grid.prod(axis=1))]).astype(np.int32)
+
+
+def _merge_2x2_column_major(x, merge_unit=4):
+    """The 4 patches of a merge block concatenated as (0,0), (1,0), (0,1), (1,1)."""
+    xp = array_namespace(x)
+    n, d = x.shape
+    blocks = xp.reshape(x, (n // merge_unit, merge_unit, d))
+    order = [0, 2, 1, 3] if merge_unit == 4 else list(range(merge_unit))
+    return xp.reshape(xp.stack([blocks[:, i, :] for i in order], axis=1), (n // merge_unit, merge_unit * d))
+
+
+def _no_unpermute(merged, inverse):
+    return merged
+
+
+def _scale_by_width(q, k, v, plan, scale, chunk_bytes=attention.DEFAULT_CHUNK_BYTES):
+    """``1/sqrt(hidden_size)`` instead of ``1/sqrt(head_dim)``."""
+    heads = q.shape[1]
+    return attention.parallel_segment_attention(q, k, v, plan, scale / math.sqrt(heads), chunk_bytes)
+
+
+def _layer_norm_for_rms(x, weight, eps=1e-6):
+    from .norms import layer_norm
+
+    return layer_norm(x, weight, 0.0, eps)
+
+
+def _rms_norm_eps(eps):
+    from .norms import rms_norm
+
+    return lambda x, weight, _eps=1e-6: rms_norm(x, weight, eps)
+
+
+def _rms_norm_fp16(x, weight, eps=1e-6):
+    """RMSNorm with its reduction in float16, as an fp16 port computes it: overflows to inf once a row's
+    squares sum past 65504 (real late-block activations), and loses precision before that."""
+    xp = array_namespace(x)
+    x16 = xp.astype(x, xp.float16)
+    mean_square = xp.sum(x16 * x16, axis=-1, keepdims=True, dtype=xp.float16) / x.shape[-1]
+    normed = x16 / xp.sqrt(mean_square + xp.asarray(eps, dtype=xp.float16))
+    return xp.astype(normed, xp.float32) * weight
+
+
+def _mlp_gate_up_swapped(x, gate_proj_weight, gate_proj_bias, up_proj_weight, up_proj_bias, down_proj_weight,
+                         down_proj_bias, act="silu", tap=block._no_tap):
+    return _ORIGINAL_MLP(x, up_proj_weight, up_proj_bias, gate_proj_weight, gate_proj_bias, down_proj_weight,
+                         down_proj_bias, act, tap)
+
+
+_ORIGINAL_MLP = block.mlp_qwen2_5_vl
+
+
+def _inv_freq_bf16(head_dim, theta=10000.0):
+    import ml_dtypes
+
+    return rotary.inv_freq(head_dim, theta).astype(ml_dtypes.bfloat16).astype(np.float32)
+
+
+def _smart_resize_c_round(height, width, factor=28, min_pixels=preprocessing.MIN_PIXELS,
+                          max_pixels=preprocessing.MAX_PIXELS):
+    """``smart_resize`` with C's ``round`` (ties away from zero) instead of Python's (ties to even)."""
+    h = int(math.floor(height / factor + 0.5)) * factor
+    w = int(math.floor(width / factor + 0.5)) * factor
+    if h * w > max_pixels or h * w < min_pixels:
+        return _ORIGINAL_SMART_RESIZE(height, width, factor, min_pixels, max_pixels)
+    return h, w
+
+
+_ORIGINAL_SMART_RESIZE = preprocessing.smart_resize
+
+
+def _to_rgb_dropping_alpha(image):
+    return image.convert("RGB")
+
+
+def _resize_bilinear(image, height, width):
+    from PIL import Image
+
+    return np.asarray(image.resize((width, height), Image.BILINEAR))
+
+
+def _not_full(self, i):
+    return False
+
+
+def _full_off_by_one(self, i):
+    return (i + 1) in self.fullatt_block_indexes
+
+
+def _full_swapped(self, i):
+    return i not in self.fullatt_block_indexes
+
+
+# --- the zoo --------------------------------------------------------------------------------------------
+
+BUGS: dict[str, Bug] = {b.name: b for b in [
+    Bug("rope-interleaved", "RoPE with GPT-J (interleaved) pairs instead of NeoX halves",
+        "xLLM-AI/xllm PR #2120 (rotary_mode='interleave' switched to adjacent pairs; fixed to 'half')",
+        "blocks.0.attn.q", "q and k wrong from block 0 on; every later stage drifts",
+        patches=((attention, "apply_rotary", _rotate_interleaved),)),
+    Bug("rotate-half-sign", "rotate_half with the sign on the wrong half",
+        "spec checklist §11.3 (no public report found)", "blocks.0.attn.q",
+        "positions rotate backwards: attention still local, values wrong",
+        patches=((attention, "apply_rotary", _rotate_half_wrong_sign),)),
+    Bug("qkv-contiguous", "q, k, v read as consecutive N*D chunks of the qkv buffer",
+        "awslabs/slapo PR #46, vllm-project/vllm PR #13687 (qkv layout assumed contiguous)",
+        "blocks.0.attn.q", "q mixes q, k and v features of other tokens",
+        patches=((block, "qkv_rotary", _qkv_contiguous),)),
+    Bug("rope-natural-order", "cos/sin left in natural order while the tokens are in window order",
+        "spec checklist §11.6 (no public report found)", "blocks.0.attn.q",
+        "each token rotated by another token's angles (same set of angles, other rows)",
+        patches=((encoder, "rotary_to_window_order", _rotary_left_in_natural_order),)),
+    Bug("window-inverse", "window permutation applied again instead of its inverse (argsort)",
+        "lablup/mlxcel #1596, PR #1601, PR #1603 (an object dropped from every description)",
+        "embeddings", "tokens scrambled whenever the merged grid is not a multiple of the window",
+        patches=((encoder, "inverse_permutation", _window_inverse_is_the_index),)),
+    Bug("window-empty-segments", "cu_window_seqlens keeps the empty windows of the padding",
+        "spec §2.6 (unique_consecutive; no public report found)", "cu_window_seqlens",
+        "zero-length segments: harmless in some kernels, NaN in others",
+        patches=((encoder, "window_index", _window_index_keeping_empty_windows),)),
+    Bug("window-size-tokens", "window_size read as merged tokens instead of pixels",
+        "ByteDance-Seed/VeOmni #1024", "window_index", "one window per image: window attention becomes full",
+        patches=((encoder, "window_index", _window_size_in_tokens),)),
+    Bug("fullatt-off-by-one", "full-attention block indexes off by one (counted from 1)",
+        "spec checklist §11.6 (no public report found)", "blocks.0.attn",
+        "the wrong blocks see the whole image",
+        patches=((config.VisionConfig, "is_full_attention_block", _full_off_by_one),)),
+    Bug("fullatt-never", "no block uses full attention (block ids compared as strings)",
+        "nvidia-cosmos/cosmos-rl #171", "blocks.1.attn", "windows everywhere: no global context",
+        patches=((config.VisionConfig, "is_full_attention_block", _not_full),)),
+    Bug("fullatt-swapped", "full and window segments passed the other way round",
+        "alibaba/Pai-Megatron-Patch #552", "blocks.0.attn", "window blocks attend globally and vice versa",
+        patches=((config.VisionConfig, "is_full_attention_block", _full_swapped),)),
+    Bug("cu-seqlens-per-entry", "one attention segment per video instead of one per frame pair",
+        "spec §2.5 (no public report found)", "cu_seqlens", "a video's frame pairs attend to each other",
+        patches=((encoder, "cu_seqlens", _cu_seqlens_per_entry),)),
+    Bug("scale-by-width", "attention scaled by 1/sqrt(hidden_size) instead of 1/sqrt(head_dim)",
+        "spec checklist §11.5 (no public report found)", "blocks.0.attn", "attention too flat",
+        patches=((block, "parallel_segment_attention", _scale_by_width),)),
+    Bug("layernorm-for-rmsnorm", "LayerNorm where Qwen2.5-VL has RMSNorm (the other family's norm)",
+        "baidu-baige/LoongForge PR #111 (Qwen2-VL and Qwen2.5-VL mergers share one norm mapping)",
+        "blocks.0.norm1", "the mean is subtracted: every norm output shifts",
+        patches=((block, "rms_norm", _layer_norm_for_rms),)),
+    Bug("rmsnorm-eps", "RMSNorm eps 1e-5 instead of 1e-6",
+        "found by an independent port of this project (issue: porters' toolkit 2); vLLM passes the LLM's "
+        "rms_norm_eps to the tower", "blocks.0.norm1",
+        "a systematic scale error of ~5e-6: under any max-based float32 tolerance",
+        patches=((block, "rms_norm", _rms_norm_eps(1e-5)),)),
+    Bug("rmsnorm-fp16", "RMSNorm's sum of squares reduced in float16",
+        "lablup/mlxcel PR #1601 (rows erased by the overflow), ggml-org/llama.cpp #17534 (fp16 overflow in block 31)",
+        "blocks.0.norm1", "~1e-3 errors in every norm; inf and erased rows once real activations grow",
+        patches=((block, "rms_norm", _rms_norm_fp16),)),
+    Bug("gate-up-swapped", "SiLU on the up branch: silu(up) * gate instead of silu(gate) * up",
+        "ml-explore/mlx-lm PR #767", "blocks.0.mlp.gate", "MLP output wrong; norms and attention fine",
+        patches=((block, "mlp_qwen2_5_vl", _mlp_gate_up_swapped),)),
+    Bug("quick-gelu-as-gelu", "exact GELU where Qwen2-VL's MLP has QuickGELU",
+        "sgl-project/sglang #2365 (QuickGELU variant and dtype casts deviated from transformers)",
+        "blocks.0.mlp.act", "small errors (~1e-2) growing through the blocks", family="qwen2_vl",
+        patches=(("dict", block.ACTIVATIONS, "quick_gelu", gelu),)),
+    Bug("merger-gelu-tanh", "tanh-approximate GELU in the merger instead of the exact erf GELU",
+        "ggml-org/llama.cpp tools/mtmd qwen2vl (ggml_gelu), mistral.rs (candle gelu): spec §8",
+        "merger", "errors ~1e-3 in the output only", patches=((merger, "gelu", gelu_tanh),)),
+    Bug("concat-2x2-column-major", "the 2x2 patches concatenated column-major: (0,0), (1,0), (0,1), (1,1)",
+        "spec checklist §11.1 (no public report found)", "merger", "the merger mixes features of the wrong patches",
+        patches=((encoder, "merge_2x2", _merge_2x2_column_major),)),
+    Bug("no-unpermute", "merged tokens left in window order", "spec §2.6 (no public report found)", "embeddings",
+        "tokens in window order: the LLM sees a scrambled image",
+        patches=((encoder, "restore_order", _no_unpermute),)),
+    Bug("rope-bf16-frequencies", "rotary frequencies rounded to bf16", "spec §2.11 (no public report found)",
+        "cos", "angles off by up to 0.4%: far positions rotate wrongly",
+        patches=((encoder, "inv_freq", _inv_freq_bf16),)),
+    Bug("smart-resize-c-round", "smart_resize rounding ties away from zero (C round) instead of to even",
+        "NVIDIA/TensorRT-Edge-LLM #81, kekzl/imp PR #1166", "pixel_values",
+        "another image size and token count (70 px -> 84 instead of 56)", needs="size70",
+        patches=((preprocessing, "smart_resize", _smart_resize_c_round),)),
+    Bug("rgba-black-background", "transparency dropped (black) instead of composited on white",
+        "QwenLM/Qwen3-VL PR #661, vllm-project/vllm PR #18569", "pixel_values",
+        "transparent regions become black", needs="rgba",
+        patches=((preprocessing, "to_rgb", _to_rgb_dropping_alpha),)),
+    Bug("resize-bilinear", "bilinear resize instead of PIL bicubic", "ikawrakow/ik_llama.cpp #1969",
+        "pixel_values", "pixel values off by a few grey levels", patches=((preprocessing, "resize", _resize_bilinear),)),
+]}
+"""Every bug of the zoo by name."""
+
+BRIDGE_BUGS = {
+    "second-per-grid-int": ("second_per_grid_ts cast to int before the multiply: every fps above 2 collapses the "
+                            "video's temporal positions", "EvolvingLMMs-Lab/lmms-eval #1393",
+                            "qvlearn.bridge.get_rope_index positions (notebook 10)"),
+    "text-after-vision": ("the text after a video continues at max+1 (transformers <= 4.57, vLLM) or at "
+                          "s + max(H', W') (transformers 5.x)", "huggingface/transformers #45381, spec §6.4",
+                          "get_rope_index(text_after_vision=...)"),
+}
+"""Bugs of the bridge to the LLM: they live after the encoder, so no tap shows them; qvlearn.bridge covers both."""
+
+
+@contextlib.contextmanager
+def inject(name: str):
+    """Inject the bug ``name`` into qvlearn for the duration of the ``with`` block."""
+    if name not in BUGS:
+        raise InputError(f"no bug named {name!r}; the zoo has: {', '.join(BUGS)}")
+    with contextlib.ExitStack() as stack:
+        for patch in BUGS[name].patches:
+            if patch[0] == "dict":
+                stack.enter_context(mock.patch.dict(patch[1], {patch[2]: patch[3]}))
+            else:
+                stack.enter_context(mock.patch.object(patch[0], patch[1], patch[2]))
+        yield BUGS[name]
+
+
+def sample_inputs(needs: str, seed: int = 1):
+    """The images and videos that show a bug: ``batch`` (an image whose merged grid does not divide into
+    windows, one whose grid does, and a 3-frame video), ``rgba`` (a half-transparent image), ``size70`` (a
+    70 x 70 image, where rounding ties)."""
+    rng = np.random.default_rng(seed)
+    if needs == "batch":
+        odd = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+        square = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+        video = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8) for _ in range(3)]
+        return dict(images=[odd, square], videos=[video])
+    if needs == "rgba":
+        rgba = rng.integers(0, 256, (150, 230, 4), dtype=np.uint8)
+        rgba[:, :115, 3] = 0
+        return dict(images=[rgba])
+    if needs == "size70":
+        return dict(images=[rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)])
+    raise InputError(f"unknown input kind {needs!r}: batch, rgba or size70")
+
+
+def traced(name: str | None, snapshot, inputs: dict, stages=("*",)) -> dict:
+    """Preprocess ``inputs``, load ``snapshot`` and trace ``stages``, with the bug ``name`` injected (``None``:
+    no bug). Everything happens inside the injection, as in a port that has the bug everywhere."""
+    from . import load_encoder, preprocess
+
+    context = inject(name) if name else contextlib.nullcontext()
+    with context:
+        pixel_values, grid_thw = preprocess(**inputs)
+        return load_encoder(snapshot).trace(pixel_values, grid_thw, to_numpy=True, stages=list(stages))

@@ -1,0 +1,202 @@
+"""Write docs/porting.md, the porter's reference page, from qvlearn's own code.
+
+    python tools/porting_reference.py            rewrite docs/porting.md
+    python tools/porting_reference.py --check    exit 1 if docs/porting.md differs from what the code says
+
+The tables (presets with defaults applied, class defaults, weights) are generated from qvlearn.config and
+qvlearn.weights, so the page cannot drift from the engine; tests/test_docs.py runs --check.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qvlearn import PRESETS, preset_config  # noqa: E402
+from qvlearn.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
+from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS  # noqa: E402
+from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+from qvlearn.weights import expected_shapes  # noqa: E402
+
+TARGET = ROOT / "docs" / "porting.md"
+
+ROLES = {
+    "patch_embed.proj.weight": "Conv3d kernel (D, C, T, P, P), no bias; as a matrix `reshape(D, C*T*P*P)`: "
+                               "`patch_embeds = pixel_values @ W.T`",
+    "norm1.weight": "pre-attention norm gain", "norm1.bias": "pre-attention LayerNorm bias (Qwen2-VL only)",
+    "norm2.weight": "pre-MLP norm gain", "norm2.bias": "pre-MLP LayerNorm bias (Qwen2-VL only)",
+    "attn.qkv.weight": "fused projection; output rows q (all heads), then k, then v, each head-major",
+    "attn.qkv.bias": "its bias, same layout", "attn.proj.weight": "attention output projection",
+    "attn.proj.bias": "its bias",
+    "mlp.fc1.weight": "MLP up (D -> 4D), then QuickGELU", "mlp.fc1.bias": "its bias",
+    "mlp.fc2.weight": "MLP down (4D -> D)", "mlp.fc2.bias": "its bias",
+    "mlp.gate_proj.weight": "SwiGLU gate: `silu(gate(x)) * up(x)`", "mlp.gate_proj.bias": "its bias",
+    "mlp.up_proj.weight": "SwiGLU up branch", "mlp.up_proj.bias": "its bias",
+    "mlp.down_proj.weight": "SwiGLU down (I -> D)", "mlp.down_proj.bias": "its bias",
+    "merger.ln_q.weight": "merger norm gain (over D, before the 2x2 concat)",
+    "merger.ln_q.bias": "merger LayerNorm bias (Qwen2-VL only)",
+    "merger.mlp.0.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.mlp.0.bias": "its bias",
+    "merger.mlp.2.weight": "merger Linear(4D, out_hidden_size): the LLM width", "merger.mlp.2.bias": "its bias",
+}
+
+
+def presets_table() -> str:
+    lines = ["| preset | family | depth | width | heads x head_dim | MLP | act | out | windows (merged) | full blocks "
+             "| tokens/s | rope theta | eps |", "|" + "---|" * 13]
+    for name in PRESETS:
+        c = preset_config(name)
+        windows = f"{c.window_merged}x{c.window_merged} ({c.window_size} px)" if c.uses_windows else "none"
+        full = ", ".join(map(str, c.fullatt_block_indexes)) if c.uses_windows else "all"
+        lines.append(f"| `{name}` | {c.family} | {c.depth} | {c.width} | {c.num_heads} x {c.head_dim} | {c.mlp_width} "
+                     f"| {c.hidden_act} | {c.out_hidden_size} | {windows} | {full} | "
+                     f"{c.tokens_per_second if c.uses_windows else '-'} | {c.rope_theta:g} | {c.eps:g} |")
+    return "\n".join(lines)
+
+
+def defaults_table() -> str:
+    lines = ["| family | class defaults (transformers 5.23, identical in 4.x) |", "|---|---|"]
+    for family, values in HF_VISION_DEFAULTS.items():
+        lines.append(f"| {family} | " + ", ".join(f"`{k}={v}`" for k, v in values.items()) + " |")
+    return "\n".join(lines)
+
+
+def weights_table(preset: str) -> str:
+    cfg = preset_config(preset)
+    shapes = expected_shapes(cfg)
+    lines = ["| name (prefix `visual.`; `{i}` = 0.." + str(cfg.depth - 1) + ") | shape | role |", "|---|---|---|"]
+    for name, shape in shapes.items():
+        if name.startswith("blocks.") and not name.startswith("blocks.0."):
+            continue
+        short = name.split(".", 2)[2] if name.startswith("blocks.") else name
+        shown = name.replace("blocks.0.", "blocks.{i}.")
+        lines.append(f"| `{shown}` | {tuple(shape)} | {ROLES[short]} |")
+    total = sum(int(__import__('math').prod(s)) for s in shapes.values())
+    lines.append(f"\n{len(shapes)} tensors, {total:,} parameters.")
+    return "\n".join(lines)
+
+
+def bugs_table() -> str:
+    lines = ["| bug | first stage compare names | reported |", "|---|---|---|"]
+    for bug in BUGS.values():
+        lines.append(f"| `{bug.name}`: {bug.title} | `{bug.stage}` | {bug.reported} |")
+    lines += ["", "Two more live after the encoder, in the bridge to the LLM, where no tap sees them; "
+              "`qvlearn.bridge` implements both conventions and notebook 10 shows them:", "",
+              "| bug | where qvlearn covers it | reported |", "|---|---|---|"]
+    for name, (title, reported, where) in BRIDGE_BUGS.items():
+        lines.append(f"| `{name}`: {title} | {where} | {reported} |")
+    return "\n".join(lines)
+
+
+def page() -> str:
+    model_types = ", ".join(f"`{k}`" for k in _FAMILY_OF_MODEL_TYPE)
+    aliases = ", ".join(f"`{k}` -> `{v}`" for k, v in _ALIASES.items())
+    mean = ", ".join(map(str, OPENAI_CLIP_MEAN))
+    std = ", ".join(map(str, OPENAI_CLIP_STD))
+    return f"""# Porter's reference
+
+Everything a port of the Qwen2-VL / Qwen2.5-VL vision tower must reproduce, as qvlearn implements and tests it
+against transformers 5.23. Generated from the code by `python tools/porting_reference.py` (a test fails when this
+page and the code disagree). The stage-by-stage walk-through is the course (`notebooks/`); the tap format and
+`compare` are in the README.
+
+## 1. Effective vision config of every preset (defaults applied)
+
+Each preset is written with the `vision_config` its released checkpoint ships; the values below are what
+transformers (and qvlearn) make of it once class defaults fill the gaps. `width` is the ViT width, `out` the
+merger output (the LLM width).
+
+{presets_table()}
+
+## 2. Which `config.json` keys are read
+
+* `model_type` (top level, or inside `vision_config`): one of {model_types}. A full VLM config
+  (with `vision_config`) or a vision-only one are both accepted; other Qwen3/Omni types are refused by name.
+* Qwen2-VL: `depth`, `embed_dim` (the ViT width), `mlp_ratio`, `num_heads`, `hidden_size` (**the merger output**,
+  i.e. the LLM width), `hidden_act`, `patch_size`, `temporal_patch_size`, `spatial_merge_size`, `in_channels`.
+* Qwen2.5-VL: `depth`, `hidden_size` (**the ViT width**), `intermediate_size`, `num_heads`, `out_hidden_size`,
+  `hidden_act`, `window_size` (pixels), `fullatt_block_indexes`, `tokens_per_second`, and the same patch keys.
+* Aliases (transformers' `attribute_map`): {aliases}.
+* Rotary: `rope_parameters.rope_theta` (5.x) or `rope_theta`, default 10000; `rope_type` must be `axial`
+  (or `default`).
+* Ignored, as transformers ignores them: `in_chans`, `spatial_patch_size` (released configs carry both).
+* A missing key takes the class default, exactly as transformers applies it. The defaults are load-bearing:
+  Qwen2-VL checkpoints ship a minimal `vision_config`, and a Qwen2.5-VL config built from defaults alone is a
+  3584-wide ViT with `tokens_per_second=4`, which no released model is.
+
+{defaults_table()}
+
+## 3. Every constant
+
+| what | value | where |
+|---|---|---|
+| LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | `qvlearn/norms.py` |
+| RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/norms.py` |
+| vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/rotary.py` |
+| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves) | `qvlearn/rotary.py` |
+| attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/attention.py` |
+| QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/layers.py` |
+| SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/layers.py` |
+| merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/merger.py` |
+| LLM M-RoPE theta | 1e6, head_dim 128, `mrope_section` [16, 24, 24] | `qvlearn/bridge.py` |
+
+## 4. Preprocessing
+
+* **smart_resize** (factor = patch 14 x merge 2 = 28): an aspect ratio above {MAX_ASPECT_RATIO} is an error; each
+  side is rounded to a multiple of 28 with Python's `round` (**ties to even**: 70 px -> 56, where C's `round`
+  gives 84); if the area exceeds `max_pixels`, scale by `beta = sqrt(h*w / max_pixels)` and **floor** each side,
+  **clamped to at least 28**; if it is below `min_pixels`, scale by `beta = sqrt(min_pixels / (h*w))` and
+  **ceil** each side (no clamp needed). Released limits: min {MIN_PIXELS} (4 tokens), max {MAX_PIXELS} (16384
+  tokens); the processor class defaults are min 3136 and max 1003520 (1280 tokens) -- know which one you use.
+  qwen-vl-utils' own smart_resize clamps the *initial* rounding to >= 28 and has no clamp when shrinking.
+* **RGB conversion**: any alpha channel, or palette transparency, is composited onto **white**
+  (`alpha_composite` on an opaque white RGBA image, then RGB); every other mode (L, P, CMYK, I;16, ...) goes
+  through PIL's `convert("RGB")`. An animated image is not one image: qvlearn refuses it (pass it as a video).
+* **Resize**: PIL bicubic (a = -0.5, antialiased when shrinking) on uint8, skipped when the size already fits.
+  transformers 5.x's *default* image processor uses torchvision's antialiased bicubic instead: a few grey levels
+  apart. qvlearn matches `Qwen2VLImageProcessorPil` bit for bit.
+* **Rescale and normalise**: `x * (1/255)` in float64, cast to float32, then `(x - mean) / std` in float32 with
+  mean ({mean}) and std ({std}).
+* **Patchify**: frames `(T, 3, H, W)` with T a multiple of 2 (an image is its own frame twice; a video repeats
+  its last frame) -> `(T/2, 2, 3, H/28, 2, 14, W/28, 2, 14)` -> transpose `(0, 3, 6, 4, 7, 2, 1, 5, 8)` ->
+  rows of 1176 = (channel, temporal, row-in-patch, col-in-patch), 2x2 merge blocks in raster order, the 4
+  patches of a block in order (0,0), (0,1), (1,0), (1,1).
+
+## 5. Weights: names, shapes, roles
+
+Checkpoint names carry the prefix `visual.` (the loader also reads shards listed in
+`model.safetensors.index.json`). A `Linear` stores its weight as `[out, in]`: `y = x @ W.T + b`.
+
+### Qwen2-VL (`qwen2-vl-2b`)
+
+{weights_table("qwen2-vl-2b")}
+
+### Qwen2.5-VL (`qwen2.5-vl-7b`)
+
+{weights_table("qwen2.5-vl-7b")}
+
+## 6. Bugs that break ports, and where compare pins them
+
+`qvlearn.bugs` injects each of these into qvlearn itself; `tests/test_bugs.py` proves that `compare` names the
+stage below (notebook 12 shows their signatures).
+
+{bugs_table()}
+"""
+
+
+def main(argv) -> int:
+    text = page()
+    if argv == ["--check"]:
+        if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
+            print(f"{TARGET.relative_to(ROOT)} is out of date: run `python tools/porting_reference.py`", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(text, encoding="utf-8")
+    print(f"wrote {TARGET.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
