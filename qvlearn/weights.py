@@ -31,6 +31,27 @@ _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "mo
 _DISK_DTYPES = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32}
 
 
+WEIGHT_ROLES = {
+    "patch_embed.proj.weight": "Conv3d kernel (D, C, T, P, P), no bias; as a matrix `reshape(D, C*T*P*P)`: "
+                               "`patch_embeds = pixel_values @ W.T`",
+    "norm1.weight": "pre-attention norm gain", "norm1.bias": "pre-attention LayerNorm bias (Qwen2-VL only)",
+    "norm2.weight": "pre-MLP norm gain", "norm2.bias": "pre-MLP LayerNorm bias (Qwen2-VL only)",
+    "attn.qkv.weight": "fused projection; output rows q (all heads), then k, then v, each head-major",
+    "attn.qkv.bias": "its bias, same layout", "attn.proj.weight": "attention output projection",
+    "attn.proj.bias": "its bias",
+    "mlp.fc1.weight": "MLP up (D -> 4D), then QuickGELU", "mlp.fc1.bias": "its bias",
+    "mlp.fc2.weight": "MLP down (4D -> D)", "mlp.fc2.bias": "its bias",
+    "mlp.gate_proj.weight": "SwiGLU gate: `silu(gate(x)) * up(x)`", "mlp.gate_proj.bias": "its bias",
+    "mlp.up_proj.weight": "SwiGLU up branch", "mlp.up_proj.bias": "its bias",
+    "mlp.down_proj.weight": "SwiGLU down (I -> D)", "mlp.down_proj.bias": "its bias",
+    "merger.ln_q.weight": "merger norm gain (over D, before the 2x2 concat)",
+    "merger.ln_q.bias": "merger LayerNorm bias (Qwen2-VL only)",
+    "merger.mlp.0.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.mlp.0.bias": "its bias",
+    "merger.mlp.2.weight": "merger Linear(4D, out_hidden_size): the LLM width", "merger.mlp.2.bias": "its bias",
+}
+"""What each checkpoint tensor does (names without ``visual.`` and, for blocks, without ``blocks.{i}.``)."""
+
+
 def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
     """Checkpoint name (without ``visual.``) -> shape, for every tensor of the vision tower."""
     D, I, C, T, P = cfg.width, cfg.mlp_width, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size

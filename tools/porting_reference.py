@@ -19,28 +19,9 @@ from qvlearn import PRESETS, preset_config  # noqa: E402
 from qvlearn.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
 from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
-from qvlearn.weights import expected_shapes  # noqa: E402
+from qvlearn.weights import WEIGHT_ROLES, expected_shapes  # noqa: E402
 
 TARGET = ROOT / "docs" / "porting.md"
-
-ROLES = {
-    "patch_embed.proj.weight": "Conv3d kernel (D, C, T, P, P), no bias; as a matrix `reshape(D, C*T*P*P)`: "
-                               "`patch_embeds = pixel_values @ W.T`",
-    "norm1.weight": "pre-attention norm gain", "norm1.bias": "pre-attention LayerNorm bias (Qwen2-VL only)",
-    "norm2.weight": "pre-MLP norm gain", "norm2.bias": "pre-MLP LayerNorm bias (Qwen2-VL only)",
-    "attn.qkv.weight": "fused projection; output rows q (all heads), then k, then v, each head-major",
-    "attn.qkv.bias": "its bias, same layout", "attn.proj.weight": "attention output projection",
-    "attn.proj.bias": "its bias",
-    "mlp.fc1.weight": "MLP up (D -> 4D), then QuickGELU", "mlp.fc1.bias": "its bias",
-    "mlp.fc2.weight": "MLP down (4D -> D)", "mlp.fc2.bias": "its bias",
-    "mlp.gate_proj.weight": "SwiGLU gate: `silu(gate(x)) * up(x)`", "mlp.gate_proj.bias": "its bias",
-    "mlp.up_proj.weight": "SwiGLU up branch", "mlp.up_proj.bias": "its bias",
-    "mlp.down_proj.weight": "SwiGLU down (I -> D)", "mlp.down_proj.bias": "its bias",
-    "merger.ln_q.weight": "merger norm gain (over D, before the 2x2 concat)",
-    "merger.ln_q.bias": "merger LayerNorm bias (Qwen2-VL only)",
-    "merger.mlp.0.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.mlp.0.bias": "its bias",
-    "merger.mlp.2.weight": "merger Linear(4D, out_hidden_size): the LLM width", "merger.mlp.2.bias": "its bias",
-}
 
 
 def presets_table() -> str:
@@ -72,7 +53,7 @@ def weights_table(preset: str) -> str:
             continue
         short = name.split(".", 2)[2] if name.startswith("blocks.") else name
         shown = name.replace("blocks.0.", "blocks.{i}.")
-        lines.append(f"| `{shown}` | {tuple(shape)} | {ROLES[short]} |")
+        lines.append(f"| `{shown}` | {tuple(shape)} | {WEIGHT_ROLES[short]} |")
     total = sum(int(__import__('math').prod(s)) for s in shapes.values())
     lines.append(f"\n{len(shapes)} tensors, {total:,} parameters.")
     return "\n".join(lines)
