@@ -58,6 +58,46 @@ def save_figure(fig, name: str, dpi: int = 100) -> None:
     fig.savefig(figure_path(name), dpi=dpi, bbox_inches="tight")
 
 
+PIPELINE = (
+    ("image", "H x W x 3 uint8", "notebook 01"),
+    ("preprocess", "pixel_values [N, 1176]", "notebooks 01, 09"),
+    ("patch embed", "[N, 1280]", "notebook 02"),
+    ("2-D RoPE", "cos, sin [N, 80]", "notebook 03"),
+    ("windows", "window order, segments", "notebook 04"),
+    ("32 blocks", "[N, 1280] each", "notebooks 05, 06"),
+    ("merger", "[N/4, 3584]", "notebook 07"),
+    ("LLM", "pads, M-RoPE ids", "notebook 10"),
+)
+"""The encoder's pipeline as the course walks it: (stage, what comes out, the notebook that explains it)."""
+
+
+def show_pipeline(*here: str):
+    """A one-line picture of the pipeline with the stages ``here`` highlighted (each notebook's first figure)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    names = [name for name, _, _ in PIPELINE]
+    unknown = [h for h in here if h not in names]
+    if unknown:
+        raise ValueError(f"unknown pipeline stage(s) {unknown}; stages are {names}")
+    fig, ax = plt.subplots(figsize=(13, 1.35))
+    for i, (name, shape, notebook) in enumerate(PIPELINE):
+        lit = name in here
+        ax.add_patch(FancyBboxPatch((i * 1.6, 0), 1.3, 1, boxstyle="round,pad=0.05",
+                                    facecolor="#f4a261" if lit else "#e9ecef", edgecolor="#555" if lit else "#bbb"))
+        ax.text(i * 1.6 + 0.65, 0.66, name, ha="center", va="center", fontsize=9, weight="bold" if lit else "normal")
+        ax.text(i * 1.6 + 0.65, 0.3, shape, ha="center", va="center", fontsize=6.5, color="#333")
+        ax.text(i * 1.6 + 0.65, -0.22, notebook, ha="center", va="center", fontsize=6.5, color="#777")
+        if i:
+            ax.annotate("", xy=(i * 1.6 - 0.08, 0.5), xytext=(i * 1.6 - 0.22, 0.5),
+                        arrowprops=dict(arrowstyle="->", color="#777"))
+    ax.set_xlim(-0.15, len(PIPELINE) * 1.6 - 0.15)
+    ax.set_ylim(-0.4, 1.1)
+    ax.set_axis_off()
+    fig.tight_layout()
+    plt.show()
+
+
 def uses_real_weights() -> bool:
     return bool(os.environ.get(MODEL_ENV))
 
