@@ -193,25 +193,44 @@ def reference_preprocess(images, min_pixels: int = 3136, max_pixels: int = 12845
     return np.asarray(out["pixel_values"]), np.asarray(out["image_grid_thw"])
 
 
-def _transformers_video_patchify():
-    """transformers' own ``Qwen2VLVideoProcessor.patchify``, compiled from its source.
+def _transformers_video_method(name: str, module: str = "transformers.models.qwen2_vl.video_processing_qwen2_vl",
+                               cls_name: str = "Qwen2VLVideoProcessor"):
+    """One method of transformers' own video processor (``patchify``, ``sample_frames``), compiled from source.
 
     The 5.x video processor module imports torchvision at import time, and torchvision has no CPU build
-    on this project's machines; its ``patchify`` itself is plain torch. We compile that one method from
-    the installed transformers source, unchanged, so the video reference is transformers' code.
+    on this project's machines; these methods themselves are plain torch and math. We compile the one
+    method from the installed transformers source, unchanged, so the video reference is transformers' code.
     """
     import ast
     import importlib.util
+    import math
 
-    spec = importlib.util.find_spec("transformers.models.qwen2_vl.video_processing_qwen2_vl")
+    spec = importlib.util.find_spec(module)
     source = Path(spec.origin).read_text()
     tree = ast.parse(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Qwen2VLVideoProcessor")
-    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "patchify")
-    module = ast.Module(body=[fn], type_ignores=[])
-    namespace = {"torch": torch}
-    exec(compile(module, spec.origin, "exec"), namespace)
-    return namespace["patchify"]
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    fn.decorator_list = []
+    namespace = {"torch": torch, "math": math}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), spec.origin, "exec"), namespace)
+    return namespace[name]
+
+
+def _transformers_video_patchify():
+    return _transformers_video_method("patchify")
+
+
+def reference_sample_frames(total_num_frames: int, video_fps: float, fps: float = 2.0, min_frames: int = 4,
+                            max_frames: int = 768, temporal_patch_size: int = 2) -> np.ndarray:
+    """Frame indices chosen by transformers' ``Qwen2VLVideoProcessor.sample_frames`` (``do_sample_frames=True``
+    with ``fps``), its own code compiled from source and bound to a stand-in holding its defaults."""
+    import types
+
+    sample = _transformers_video_method("sample_frames")
+    stand_in = types.SimpleNamespace(num_frames=None, fps=None, temporal_patch_size=temporal_patch_size,
+                                     min_frames=min_frames, max_frames=max_frames)
+    metadata = types.SimpleNamespace(total_num_frames=total_num_frames, fps=video_fps)
+    return np.asarray(sample(stand_in, metadata, fps=fps))
 
 
 def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056):

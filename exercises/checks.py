@@ -1,0 +1,513 @@
+"""The checkers of the exercises: each takes the learner's function and raises :class:`NotYet` with a
+message that says what is wrong and where to look. The expected values come from transformers / torch
+(the reference), never from a stored answer.
+
+    python -m exercises 03            check exercises/ex03_rope.py
+    python -m exercises               check every exercise
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class NotYet(AssertionError):
+    """The exercise is not solved yet; the message says why."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    key: str            # "03.2"
+    function: str       # the name to write in exercises/exNN_*.py
+    title: str
+    check: Callable
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(key: str, function: str, title: str):
+    def register(check):
+        EXERCISES[key] = Exercise(key, function, title, check)
+        return check
+    return register
+
+
+def call(fn, *args, **kwargs):
+    """Run the learner's function; turn its failures into a message."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise NotYet("not written yet: replace `raise NotImplementedError` with your code") from None
+    except NotYet:
+        raise
+    except Exception as err:  # the learner's bug, reported in one line
+        raise NotYet(f"your function raised {type(err).__name__}: {err}") from None
+
+
+def as_array(value, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().numpy()
+    if not isinstance(value, (np.ndarray, list, tuple, np.generic, int, float)):
+        raise NotYet(f"{name} should be a NumPy array, got {type(value).__name__}")
+    return np.asarray(value)
+
+
+def expect_shape(got: np.ndarray, shape: tuple, what: str) -> None:
+    if got.shape != tuple(shape):
+        raise NotYet(f"{what} has shape {got.shape}, expected {tuple(shape)}")
+
+
+def expect_close(got, want, what: str, rtol: float = 1e-5, hint: str = "") -> None:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    expect_shape(got, want.shape, what)
+    err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
+    if not err <= rtol:
+        raise NotYet(f"{what} differs from the reference: relative error {err:.1e} > {rtol:.0e}" + (f". {hint}" if hint else ""))
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def hf_patchify(frames: np.ndarray, patch: int = 14, merge: int = 2, temporal: int = 2) -> np.ndarray:
+    """transformers' own video patchify (its source, compiled) on frames [T, C, H, W]."""
+    from qvlearn.reference import _transformers_video_patchify
+
+    rows, *_ = _transformers_video_patchify()(None, torch.from_numpy(np.ascontiguousarray(frames))[None],
+                                              patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
+    return rows[0].numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# 01 · preprocessing
+# --------------------------------------------------------------------------------------------------
+def _smart_resize_side_c_style(n: int) -> tuple[int, int]:
+    """smart_resize of an n x n image with C's round (half away from zero) instead of Python's."""
+    from qvlearn.preprocessing import MAX_PIXELS, MIN_PIXELS
+
+    side = max(28, math.floor(n / 28 + 0.5) * 28)
+    if side * side > MAX_PIXELS:
+        side = max(28, math.floor(n / math.sqrt(n * n / MAX_PIXELS) / 28) * 28)
+    elif side * side < MIN_PIXELS:
+        side = math.ceil(n * math.sqrt(MIN_PIXELS / (n * n)) / 28) * 28
+    return side, side
+
+
+@exercise("01.1", "first_c_rounding_mismatch", "the first square size where C-style rounding changes the token count")
+def check_01_1(fn):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    got = call(fn)
+    tokens = lambda hw: hw[0] * hw[1] // (28 * 28)
+    want = next(n for n in range(1, 2000)
+                if tokens(smart_resize(n, n, 28, 3136, 12845056)) != tokens(_smart_resize_side_c_style(n)))
+    if not isinstance(got, (int, np.integer)):
+        raise NotYet(f"return the side length n as an int, got {got!r}")
+    if got != want:
+        ref = smart_resize(int(got), int(got), 28, 3136, 12845056) if got > 0 else None
+        raise NotYet(f"{got} is not it: at {got} x {got} transformers gives {ref} and C rounding gives "
+                     f"{_smart_resize_side_c_style(int(got)) if got > 0 else None}. Look for n / 28 landing on x.5")
+
+
+@exercise("01.2", "patchify", "frames [2, 3, H, W] -> pixel_values rows in 2x2 merge-block order")
+def check_01_2(fn):
+    frames = rng(1).standard_normal((2, 3, 56, 84)).astype(np.float32)
+    want = hf_patchify(frames)
+    got = as_array(call(fn, frames.copy()), "pixel_values")
+    if got.shape != want.shape:
+        raise NotYet(f"pixel_values has shape {got.shape}, expected {want.shape}: one row of 3*2*14*14 = 1176 "
+                     f"values per 14x14 patch")
+    if np.array_equal(got, want):
+        return
+    row_of = {want[i].tobytes(): i for i in range(len(want))}
+    if all(got[i].tobytes() in row_of for i in range(len(got))):
+        order = [row_of[got[i].tobytes()] for i in range(len(got))]
+        raise NotYet(f"every row is right but they are in another order (yours start with reference rows "
+                     f"{order[:6]}): walk 2x2 merge blocks in raster order, and the 4 patches of a block in "
+                     f"order (0,0), (0,1), (1,0), (1,1)")
+    if np.allclose(np.sort(got, axis=1), np.sort(want, axis=1)):
+        raise NotYet("the rows hold the right values in another layout: lay each row out (C, T, 14, 14)")
+    raise NotYet("pixel_values differs from transformers' patchify; compare your transpose with "
+                 "(t, block_row, block_col, in_row, in_col, C, T, patch_row, patch_col)")
+
+
+@exercise("01.3", "normalize", "uint8 [H, W, 3] -> float32 [3, H, W], bit-identical to Qwen2VLImageProcessorPil")
+def check_01_3(fn):
+    from transformers import Qwen2VLImageProcessorPil
+
+    pixels = rng(2).integers(0, 256, (28, 56, 3), dtype=np.uint8)
+    proc = Qwen2VLImageProcessorPil()
+    image = np.moveaxis(pixels, -1, 0)
+    want = proc.normalize(proc.rescale(image, 1 / 255), proc.image_mean, proc.image_std).astype(np.float32)
+    got = as_array(call(fn, pixels.copy()), "the normalised image")
+    expect_shape(got, want.shape, "the normalised image (channels first)")
+    if got.dtype != np.float32:
+        raise NotYet(f"return float32 (the model's dtype), got {got.dtype}")
+    if not np.array_equal(got, want):
+        ulp = np.abs(got.astype(np.float64) - want) / np.spacing(np.float32(1))
+        if ulp.max() <= 8:
+            raise NotYet(f"close but not bit-identical (up to {ulp.max():.0f} ulp, {100 * (ulp > 0).mean():.0f}% of "
+                         f"values): rescale x / 255 in float64, cast to float32, then normalise in float32")
+        raise NotYet("values differ from the reference: (x / 255 - mean) / std with the OpenAI CLIP mean and std")
+
+
+# --------------------------------------------------------------------------------------------------
+# 02 · patch embedding
+# --------------------------------------------------------------------------------------------------
+def _conv3d_reference(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(rows).view(-1, 3, 2, 14, 14)
+    return torch.nn.functional.conv3d(x, torch.from_numpy(weight), stride=(2, 14, 14)).view(len(rows), -1).numpy()
+
+
+@exercise("02.1", "conv3d_as_matmul", "the Conv3d patch embedding as one matmul")
+def check_02_1(fn):
+    r = rng(3)
+    rows = r.standard_normal((12, 1176)).astype(np.float32)
+    weight = r.standard_normal((32, 3, 2, 14, 14)).astype(np.float32) / 30
+    want = _conv3d_reference(rows, weight)
+    got = as_array(call(fn, rows, weight), "the embeddings")
+    if got.shape == want.T.shape and got.shape != want.shape:
+        raise NotYet(f"shape {got.shape} is transposed: return [N, out] = rows @ W.reshape(out, -1).T")
+    expect_close(got, want, "the embeddings", hint="flatten the weight to [out, 3*2*14*14] in its own (C, T, h, w) order")
+
+
+@exercise("02.2", "weight_for_tc_rows", "the weight matrix for a port whose rows are laid out (T, C, 14, 14)")
+def check_02_2(fn):
+    r = rng(4)
+    rows = r.standard_normal((10, 1176)).astype(np.float32)                      # (C, T, 14, 14) rows
+    weight = r.standard_normal((24, 3, 2, 14, 14)).astype(np.float32) / 30
+    want = _conv3d_reference(rows, weight)
+    rows_tc = rows.reshape(-1, 3, 2, 14, 14).transpose(0, 2, 1, 3, 4).reshape(10, 1176)
+    matrix = as_array(call(fn, weight.copy()), "the matrix")
+    expect_shape(matrix, (24, 1176), "the matrix")
+    if np.allclose(matrix, weight.reshape(24, -1)):
+        raise NotYet("that is the weight for (C, T, 14, 14) rows; the port's rows put T before C: move the weight's "
+                     "axes the same way before flattening")
+    expect_close(rows_tc @ matrix.T, want, "rows_tc @ matrix.T", hint="transpose the weight's (C, T) axes")
+
+
+# --------------------------------------------------------------------------------------------------
+# 03 · 2-D RoPE
+# --------------------------------------------------------------------------------------------------
+@exercise("03.1", "rope_position_ids", "(row, col) of every patch, in 2x2 merge-block order")
+def check_03_1(fn):
+    from transformers import vision_utils as vu
+
+    for h, w in [(4, 6), (6, 2), (2, 2)]:
+        want = vu.get_vision_position_ids(torch.tensor([[1, h, w]]), 2).numpy()
+        got = as_array(call(fn, h, w), "the ids")
+        expect_shape(got, want.shape, f"the ids of a {h}x{w} grid")
+        if np.array_equal(got, want):
+            continue
+        if np.array_equal(got, np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1).reshape(-1, 2)):
+            raise NotYet(f"{h}x{w}: those are raster-order ids; the patches come in 2x2 merge-block order")
+        if np.array_equal(got, want[:, ::-1]):
+            raise NotYet(f"{h}x{w}: columns swapped: column 0 is the row, column 1 the column")
+        raise NotYet(f"{h}x{w}: ids differ from transformers' get_vision_position_ids (first rows: yours "
+                     f"{got[:4].tolist()}, reference {want[:4].tolist()})")
+
+
+def _rope_half(x, angles):
+    cos, sin = np.cos(np.concatenate([angles, angles], -1)), np.sin(np.concatenate([angles, angles], -1))
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
+    return x * cos + rotated * sin
+
+
+def _rope_interleaved(x, angles):
+    out = x.copy()
+    c, s = np.cos(angles), np.sin(angles)
+    out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+    out[..., 1::2] = x[..., 1::2] * c + x[..., 0::2] * s
+    return out
+
+
+@exercise("03.2", "interleave_permutation", "permute q/k weight rows so an interleaved-RoPE port matches")
+def check_03_2(fn):
+    d, n, width = 80, 9, 40
+    r = rng(5)
+    wq, wk = (r.standard_normal((d, width)) for _ in range(2))
+    x = r.standard_normal((n, width))
+    angles = r.uniform(0, 6, (n, d // 2))
+    q, k = _rope_half(x @ wq.T, angles), _rope_half(x @ wk.T, angles)
+    want = q @ k.T
+    perm = as_array(call(fn, d), "the permutation").astype(int)
+    if sorted(perm.tolist()) != list(range(d)):
+        raise NotYet(f"return a permutation of range({d}) (each row index once)")
+    qi, ki = _rope_interleaved(x @ wq[perm].T, angles), _rope_interleaved(x @ wk[perm].T, angles)
+    if not np.allclose(qi @ ki.T, want, rtol=1e-9, atol=1e-9):
+        raise NotYet("attention scores differ: the interleaved port rotates channels (2i, 2i+1) together, the "
+                     "reference rotates (i, i + d/2); put reference row i at 2i and row i + d/2 at 2i + 1")
+
+
+# --------------------------------------------------------------------------------------------------
+# 04 · windows
+# --------------------------------------------------------------------------------------------------
+@exercise("04.1", "cu_seqlens", "cumulative segment boundaries of a batch of grids")
+def check_04_1(fn):
+    from transformers import vision_utils as vu
+
+    grids = [(1, 4, 6), (3, 2, 4), (2, 6, 6)]
+    want = vu.get_vision_cu_seqlens(torch.tensor(grids)).numpy()
+    got = as_array(call(fn, grids), "cu_seqlens")
+    if got.shape == (len(grids) + 1,):
+        raise NotYet("one boundary per entry: but a video's frame pairs are separate segments (repeat h*w t times)")
+    if got.shape == (len(want) - 1,):
+        raise NotYet("start with 0: cu_seqlens has one more value than there are segments")
+    expect_shape(got, want.shape, "cu_seqlens")
+    if not np.array_equal(got, want):
+        raise NotYet(f"cu_seqlens {got.tolist()} differs from transformers' {want.tolist()}")
+
+
+@exercise("04.2", "window_index", "the window index and cu_window_seqlens of a batch of two images")
+def check_04_2(fn):
+    from transformers import vision_utils as vu
+
+    grids = [(1, 12, 20), (1, 8, 10)]
+    want_index, want_cu = (t.numpy() for t in vu.get_vision_window_index(torch.tensor(grids), 2, 112, 14))
+    got = call(fn, grids)
+    if not (isinstance(got, tuple) and len(got) == 2):
+        raise NotYet("return a pair (window_index, cu_window_seqlens)")
+    index, cu = as_array(got[0], "window_index"), as_array(got[1], "cu_window_seqlens")
+    first = 6 * 10
+    if index.shape == want_index.shape and np.array_equal(index[:first], want_index[:first]) \
+            and np.array_equal(index[first:] + first, want_index[first:]):
+        raise NotYet("the second image's indices start at 0 again: offset them by the merged tokens of the images before")
+    if not np.array_equal(index, want_index):
+        raise NotYet(f"window_index differs from transformers' (first differences at {np.flatnonzero(index[:len(want_index)] != want_index[:len(index)])[:5].tolist()})")
+    if not np.array_equal(cu, want_cu):
+        raise NotYet(f"window_index is right; cu_window_seqlens {cu.tolist()} differs from {want_cu.tolist()} "
+                     f"(count patches, 4 per merged token, continue the sum across images, drop empty windows)")
+
+
+# --------------------------------------------------------------------------------------------------
+# 05 · norms and activations
+# --------------------------------------------------------------------------------------------------
+@exercise("05.1", "rms_norm", "RMSNorm as Qwen2.5-VL's (eps 1e-6)")
+def check_05_1(fn):
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
+
+    r = rng(6)
+    x = (r.standard_normal((5, 64)) * 1e-3 + 2e-3).astype(np.float32)     # small values: eps matters
+    weight = r.standard_normal(64).astype(np.float32)
+    norm = Qwen2_5_VLRMSNorm(64, eps=1e-6)
+    norm.weight.data = torch.from_numpy(weight)
+    want = norm(torch.from_numpy(x)).detach().numpy()
+    got = as_array(call(fn, x.copy(), weight.copy()), "the output")
+    centred = x - x.mean(-1, keepdims=True)
+    if got.shape == want.shape and np.allclose(got, centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6) * weight, rtol=1e-4):
+        raise NotYet("that is LayerNorm (mean subtracted); RMSNorm divides by the root mean square only")
+    expect_close(got, want, "RMSNorm", hint="x / sqrt(mean(x^2) + eps) * weight over the last axis, eps = 1e-6 inside the root")
+
+
+@exercise("05.2", "quick_gelu", "Qwen2-VL's QuickGELU")
+def check_05_2(fn):
+    from transformers.activations import ACT2FN
+
+    x = np.linspace(-6, 6, 97, dtype=np.float32)
+    want = ACT2FN["quick_gelu"](torch.from_numpy(x)).numpy()
+    got = as_array(call(fn, x.copy()), "QuickGELU")
+    expect_shape(got, want.shape, "QuickGELU")
+    exact = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    if np.allclose(got, exact, rtol=1e-5, atol=1e-6):
+        raise NotYet("that is the exact (erf) GELU; QuickGELU is x * sigmoid(1.702 x)")
+    expect_close(got, want, "QuickGELU", hint="x * sigmoid(1.702 x)")
+
+
+@exercise("05.3", "swiglu_mlp", "Qwen2.5-VL's gated MLP")
+def check_05_3(fn):
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLMLP
+
+    r = rng(7)
+    config = types.SimpleNamespace(hidden_size=16, intermediate_size=40, hidden_act="silu")
+    mlp = Qwen2_5_VLMLP(config, bias=True)
+    params = {}
+    for name, p in mlp.named_parameters():       # each parameter its own values: a gate/up swap shows
+        p.data = torch.from_numpy(r.standard_normal(tuple(p.shape)).astype(np.float32) / 4)
+        params[name.replace(".", "_")] = p.data.numpy().copy()
+    x = r.standard_normal((6, 16)).astype(np.float32)
+    want = mlp(torch.from_numpy(x)).detach().numpy()
+    got = as_array(call(fn, x.copy(), **params), "the MLP output")
+    swapped = dict(params, gate_proj_weight=params["up_proj_weight"], up_proj_weight=params["gate_proj_weight"],
+                   gate_proj_bias=params["up_proj_bias"], up_proj_bias=params["gate_proj_bias"])
+    silu = lambda v: v / (1 + np.exp(-v))
+    as_swapped = (silu(x @ swapped["gate_proj_weight"].T + swapped["gate_proj_bias"])
+                  * (x @ swapped["up_proj_weight"].T + swapped["up_proj_bias"])) @ params["down_proj_weight"].T \
+        + params["down_proj_bias"]
+    if got.shape == want.shape and np.allclose(got, as_swapped, rtol=1e-4, atol=1e-5):
+        raise NotYet("gate and up are swapped: the activation (SiLU) goes on gate_proj's output, which multiplies up_proj's")
+    expect_close(got, want, "the MLP output", hint="down(silu(gate(x)) * up(x)), each Linear x @ W.T + b")
+
+
+# --------------------------------------------------------------------------------------------------
+# 06 · attention
+# --------------------------------------------------------------------------------------------------
+def _sdpa_segments(q, k, v, cu):
+    out = np.empty_like(q)
+    for a, b in zip(cu[:-1], cu[1:]):
+        t = [torch.from_numpy(np.ascontiguousarray(z[a:b].transpose(1, 0, 2))) for z in (q, k, v)]
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(*t).numpy().transpose(1, 0, 2)
+    return out
+
+
+@exercise("06.1", "segment_attention", "attention within segments (q, k, v [N, heads, head_dim])")
+def check_06_1(fn):
+    r = rng(8)
+    q, k, v = (r.standard_normal((40, 2, 16)).astype(np.float32) for _ in range(3))
+    cu = np.array([0, 12, 28, 40])
+    want = _sdpa_segments(q, k, v, cu)
+    got = as_array(call(fn, q.copy(), k.copy(), v.copy(), cu.copy()), "the output")
+    expect_shape(got, want.shape, "the output")
+    if np.allclose(got, _sdpa_segments(q, k, v, np.array([0, 40])), rtol=1e-4, atol=1e-5):
+        raise NotYet("tokens attend across segments: each segment cu[i]:cu[i+1] attends only to itself")
+    if np.allclose(got, _sdpa_segments(q * 4, k, v, cu), rtol=1e-4, atol=1e-5):
+        raise NotYet("scores are not scaled: multiply q k^T by head_dim ** -0.5")
+    expect_close(got, want, "segment attention", hint="softmax(q k^T / sqrt(d)) v per segment and head")
+
+
+@exercise("06.2", "chunked_attention", "full attention over key blocks with an online softmax, memory-bounded")
+def check_06_2(fn):
+    import tracemalloc
+
+    r = rng(9)
+    n, heads, d, chunk = 1536, 2, 16, 128
+    q, k, v = (r.standard_normal((n, heads, d)).astype(np.float32) for _ in range(3))
+    want = _sdpa_segments(q, k, v, np.array([0, n]))
+    tracemalloc.start()
+    try:
+        got = as_array(call(fn, q, k, v, chunk), "the output")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expect_close(got, want, "chunked attention", hint="keep a running max m, a running sum l and an output "
+                 "accumulator per query; rescale them by exp(m_old - m_new) for each key block")
+    full = heads * n * n * 4
+    if peak > full / 2:
+        raise NotYet(f"the result is right but the peak memory was {peak / 2**20:.1f} MiB; the full score matrix is "
+                     f"{full / 2**20:.1f} MiB: never build [heads, N, N], only [heads, N, chunk] at a time")
+
+
+# --------------------------------------------------------------------------------------------------
+# 07 · merger
+# --------------------------------------------------------------------------------------------------
+@exercise("07.1", "raster_to_merge_order", "patch rows of a raster-order port -> the 2x2 merge-block order")
+def check_07_1(fn):
+    h, w, d = 4, 6, 3
+    raster = np.arange(h * w, dtype=np.float32)                   # each patch's raster id, as pixels
+    image = np.repeat(np.repeat(raster.reshape(h, w), 14, 0), 14, 1)
+    frames = np.broadcast_to(image, (2, 3, h * 14, w * 14))
+    order = hf_patchify(frames)[:, 0].astype(int)                  # raster id of each pixel_values row
+    x = rng(10).standard_normal((h * w, d)).astype(np.float32)
+    got = as_array(call(fn, x.copy(), h, w), "the rows")
+    expect_shape(got, x.shape, "the rows")
+    if np.array_equal(got, x):
+        raise NotYet("the rows are unchanged: reorder them so 4 consecutive rows form one 2x2 block")
+    if not np.array_equal(got, x[order]):
+        raise NotYet(f"row order differs from transformers' patch order (reference raster ids {order[:8].tolist()}...)")
+
+
+@exercise("07.2", "patch_merger", "Qwen2.5-VL's merger: RMSNorm, 2x2 concat, MLP with exact GELU")
+def check_07_2(fn):
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLPatchMerger
+
+    r = rng(11)
+    merger = Qwen2_5_VLPatchMerger(dim=12, context_dim=8)
+    params = {}
+    for name, p in merger.named_parameters():
+        p.data = torch.from_numpy(r.standard_normal(tuple(p.shape)).astype(np.float32) / 3)
+        params[name.replace(".", "_")] = p.data.numpy().copy()
+    x = r.standard_normal((16, 8)).astype(np.float32)
+    want = merger(torch.from_numpy(x)).detach().numpy()
+    got = as_array(call(fn, x.copy(), **params), "the merged tokens")
+    if got.shape != want.shape:
+        raise NotYet(f"shape {got.shape}, expected {want.shape}: 4 consecutive rows become one token")
+    expect_close(got, want, "the merged tokens",
+                 hint="RMSNorm over the 8-wide rows first (eps 1e-6), then reshape to [-1, 32], "
+                      "mlp_0, exact (erf) GELU, mlp_2")
+
+
+# --------------------------------------------------------------------------------------------------
+# 08 · the whole encoder
+# --------------------------------------------------------------------------------------------------
+def _window_case():
+    from transformers import vision_utils as vu
+
+    index, _ = vu.get_vision_window_index(torch.tensor([[1, 12, 20]]), 2, 112, 14)
+    x = rng(12).standard_normal((240, 5)).astype(np.float32)
+    return index.numpy(), x
+
+
+@exercise("08.1", "to_window_order", "patch rows -> window order (4 rows per merged token)")
+def check_08_1(fn):
+    index, x = _window_case()
+    t = torch.from_numpy(x)                                     # transformers' forward, written the same way
+    want = t.reshape(len(t) // 4, 4, -1)[torch.from_numpy(index)].reshape(len(t), -1).numpy()
+    got = as_array(call(fn, x.copy(), index.copy()), "the rows")
+    if got.shape == (len(index), x.shape[1]):
+        raise NotYet("window_index numbers merged tokens, not patch rows: move rows in groups of 4")
+    expect_shape(got, want.shape, "the rows")
+    if not np.array_equal(got, want):
+        raise NotYet("rows differ from transformers' window order")
+
+
+@exercise("08.2", "from_window_order", "merged tokens in window order -> natural order")
+def check_08_2(fn):
+    index, _ = _window_case()
+    tokens = rng(13).standard_normal((len(index), 7)).astype(np.float32)
+    want = tokens[torch.argsort(torch.from_numpy(index)).numpy()]
+    got = as_array(call(fn, tokens.copy(), index.copy()), "the tokens")
+    expect_shape(got, want.shape, "the tokens")
+    if np.array_equal(got, tokens[index]):
+        raise NotYet("that applies the permutation a second time; undo it with its inverse, argsort(window_index)")
+    if not np.array_equal(got, want):
+        raise NotYet("tokens differ from transformers' reverse_indices = argsort(window_index)")
+
+
+# --------------------------------------------------------------------------------------------------
+# 10 · the bridge
+# --------------------------------------------------------------------------------------------------
+@exercise("10.1", "rope_index_images", "Qwen2-VL M-RoPE positions [3, S] for text and images")
+def check_10_1(fn):
+    from qvlearn.bridge import IMAGE_TOKEN_ID, VISION_END_TOKEN_ID, VISION_START_TOKEN_ID, expand_vision_pads
+    from qvlearn.reference import reference_get_rope_index
+
+    grids = np.array([[1, 4, 6], [1, 8, 2]])
+    ids = ([5, 6, 7, VISION_START_TOKEN_ID, IMAGE_TOKEN_ID, VISION_END_TOKEN_ID, 8, 9]
+           + [VISION_START_TOKEN_ID, IMAGE_TOKEN_ID, VISION_END_TOKEN_ID, 10])
+    expanded = np.asarray(expand_vision_pads(ids, grids))
+    types_ = (expanded == IMAGE_TOKEN_ID).astype(np.int64)
+    want, _ = reference_get_rope_index("qwen2_vl")(torch.from_numpy(expanded)[None], torch.from_numpy(types_)[None],
+                                                    torch.from_numpy(grids), None)
+    want = want[:, 0].numpy()
+    got = as_array(call(fn, expanded.copy(), grids.copy()), "the positions")
+    expect_shape(got, want.shape, "the positions")
+    bad = np.flatnonzero((got != want).any(0))
+    if len(bad):
+        i = int(bad[0])
+        kind = "an image token" if expanded[i] == IMAGE_TOKEN_ID else "a text token"
+        raise NotYet(f"first difference at token {i} ({kind}): yours {got[:, i].tolist()}, transformers "
+                     f"{want[:, i].tolist()}. After an image, text continues at start + max(h, w) / 2")
+
+
+@exercise("10.2", "temporal_positions", "Qwen2.5-VL video temporal offsets, computed as transformers does")
+def check_10_2(fn):
+    from transformers import BatchFeature
+
+    for tps, sec in [(25, 1 / 3), (2, 0.75), (25, 2 / 3), (2, 1.0)]:
+        sec32 = BatchFeature({"s": [sec]}, tensor_type="pt")["s"][0]
+        want = (torch.arange(13) * (tps * sec32)).long().numpy()
+        got = as_array(call(fn, 13, tps, sec), "the offsets")
+        expect_shape(got, want.shape, "the offsets")
+        if not np.array_equal(got, want):
+            f64 = np.floor(np.arange(13) * (tps * sec)).astype(int)
+            hint = (" (that is the float64 result: transformers multiplies in float32)" if np.array_equal(got, f64)
+                    else "")
+            raise NotYet(f"tokens_per_second={tps}, {sec:.4f} s per frame pair: yours {got.tolist()}, "
+                         f"transformers {want.tolist()}{hint}")

@@ -1,0 +1,30 @@
+"""Exercises 01 · preprocessing (notebooks/01_preprocessing.ipynb).
+
+Write each function, then check it:  python -m exercises 01
+Solutions: exercises/solutions/ex01_preprocessing.py (try first!)
+"""
+
+import math
+
+import numpy as np
+
+
+def first_c_rounding_mismatch():
+    """The smallest n for which an n x n image gets a different token count when smart_resize rounds
+    n / 28 like C's round() (halves away from zero) instead of Python's round() (halves to even).
+    Return an int. Hint: qvlearn.smart_resize is the reference rule; write the C-style variant."""
+    raise NotImplementedError
+
+
+def patchify(frames):
+    """frames: float32 [2, 3, H, W] (a frame pair), H and W multiples of 28.
+    Return pixel_values [H/14 * W/14, 1176]: one row per 14x14 patch, rows in 2x2 merge-block order
+    (blocks in raster order, inside a block (0,0), (0,1), (1,0), (1,1)), each row laid out (C, T, 14, 14)."""
+    raise NotImplementedError
+
+
+def normalize(pixels):
+    """pixels: uint8 [H, W, 3]. Return float32 [3, H, W] = (x / 255 - mean) / std with the OpenAI CLIP
+    mean (0.48145466, 0.4578275, 0.40821073) and std (0.26862954, 0.26130258, 0.27577711),
+    bit-identical to transformers' Qwen2VLImageProcessorPil."""
+    raise NotImplementedError

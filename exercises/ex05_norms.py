@@ -1,0 +1,22 @@
+"""Exercises 05 · norms and activations (notebooks/05_norms_and_activations.ipynb).
+
+Write each function, then check it:  python -m exercises 05
+Solutions: exercises/solutions/ex05_norms.py (try first!)
+"""
+
+import numpy as np
+
+
+def rms_norm(x, weight, eps=1e-6):
+    """RMSNorm over the last axis, as Qwen2.5-VL's vision blocks: return float32 like x."""
+    raise NotImplementedError
+
+
+def quick_gelu(x):
+    """Qwen2-VL's activation in its vision MLP (hidden_act "quick_gelu")."""
+    raise NotImplementedError
+
+
+def swiglu_mlp(x, gate_proj_weight, gate_proj_bias, up_proj_weight, up_proj_bias, down_proj_weight, down_proj_bias):
+    """Qwen2.5-VL's vision MLP with SiLU. Weights are stored like torch's Linear: [out, in]."""
+    raise NotImplementedError
