@@ -1,4 +1,4 @@
-"""qvlearn: the vision encoder of Qwen2-VL and Qwen2.5-VL, rebuilt in NumPy (CuPy on a GPU),
+"""qvlearn: the vision encoder of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5, rebuilt in NumPy (CuPy on a GPU),
 stage by stage, and checked against transformers.
 
     import qvlearn
@@ -7,7 +7,7 @@ stage by stage, and checked against transformers.
     embeddings = encoder(pixel_values, grid_thw)                       # [tokens, 3584] float32
 
 Module map (each module's docstring names the notebook that explains it):
-preprocessing -> grid -> patch_embed -> rotary -> window_index -> norms / layers -> attention ->
+preprocessing -> grid -> patch_embed (-> pos_embed) -> rotary -> window_index -> norms / layers -> attention ->
 block -> merger -> encoder; config and weights load checkpoints; backend picks NumPy or CuPy.
 """
 

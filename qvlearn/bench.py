@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = [  # (preset, resized height, resized width): sizes are multiples of 28, kept as they are
+CASES = [  # (preset, resized height, resized width): multiples of 28 (32 for Qwen3), kept as they are
     ("qwen2.5-vl-7b", 448, 448), ("qwen2.5-vl-7b", 588, 784), ("qwen2.5-vl-7b", 1344, 1344),
     ("qwen2-vl-2b", 448, 448), ("qwen2-vl-2b", 588, 784), ("qwen2-vl-2b", 1344, 1344),
+    ("qwen3-vl-8b", 448, 448), ("qwen3-vl-8b", 576, 768), ("qwen3-vl-8b", 1344, 1344),
 ]
-TINY_CASES = [("tiny-qwen2.5-vl", 112, 112), ("tiny-qwen2-vl", 112, 168)]
+TINY_CASES = [("tiny-qwen2.5-vl", 112, 112), ("tiny-qwen2-vl", 112, 168), ("tiny-qwen3-vl", 128, 192)]
 BIG_CASE = ("qwen2-vl-2b", 1792, 1792)  # 16384 patches, full attention: a memory test
 LARGE = 5000  # cases with more patches are timed once, without warm-up
 
@@ -47,12 +48,14 @@ def forward_flops(cfg, grid_thw) -> int:
     from .window_index import cu_seqlens, window_index
 
     full = np.diff(cu_seqlens(grid)).astype(np.int64)
-    windows = np.diff(window_index(grid, cfg.spatial_merge_size, cfg.window_size, cfg.patch_size)[1]).astype(np.int64)
+    windows = (np.diff(window_index(grid, cfg.spatial_merge_size, cfg.window_size, cfg.patch_size)[1]).astype(np.int64)
+               if cfg.uses_windows else full)
     attention = 0
     for i in range(cfg.depth):
         lengths = full if cfg.is_full_attention_block(i) else windows
         attention += int(np.sum(4 * lengths * lengths * D))
     merger = 2 * (n // cfg.merge_unit) * M * (M + cfg.out_hidden_size)
+    merger *= 1 + len(cfg.deepstack_visual_indexes)  # Qwen3-VL's DeepStack mergers have the same shape
     return 2 * n * cfg.patch_dim * D + cfg.depth * per_block + attention + merger
 
 
@@ -90,6 +93,7 @@ def worker(args) -> dict:
     starts (for both implementations), every timed forward ends with a device synchronisation, and the
     peak memory is the device's: the CuPy memory pool's peak of used bytes, torch's
     ``max_memory_allocated``; on the CPU it is the process's peak resident set."""
+    from .config import preset_config
     from .course import model_dir
     from .preprocessing import preprocess
 
@@ -97,7 +101,8 @@ def worker(args) -> dict:
     path = model_dir(args.preset, **overrides)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
-    pixel_values, grid_thw = preprocess(images=[image], max_pixels=max(12845056, args.height * args.width))
+    pixel_values, grid_thw = preprocess(images=[image], family=preset_config(args.preset).family,
+                                        max_pixels=max(16777216, args.height * args.width))
     baseline = _rss("VmRSS")
     start = time.perf_counter()
     if args.worker == "qvlearn":
@@ -438,8 +443,11 @@ def cpu_main(args) -> str:
     print(f"float32 matmul throughput: {peak:.0f} GFLOP/s", flush=True)
     cases = TINY_CASES if args.tiny else [] if args.big_only else CASES
     results = []
+    from .config import preset_config
+
     for preset, h, w in cases:
-        n = (h // 14) * (w // 14)
+        patch = preset_config(preset).patch_size
+        n = (h // patch) * (w // patch)
         repeat, warmup = (1, 0) if args.tiny or n > LARGE else (args.repeat, args.warmup)
         pair = tuple(run_case(impl, preset, h, w, repeat, warmup) for impl in ("qvlearn", "transformers"))
         results.append(pair)

@@ -7,6 +7,7 @@ Explained in ``notebooks/06_attention.ipynb`` and ``notebooks/05_norms_and_activ
 
 Qwen2-VL: LayerNorm (with bias); MLP ``fc2(quick_gelu(fc1(x)))``.
 Qwen2.5-VL: RMSNorm (no bias); MLP ``down_proj(silu(gate_proj(x)) * up_proj(x))``, all with biases.
+Qwen3-VL / Qwen3.5: LayerNorm (with bias); MLP ``linear_fc2(gelu_pytorch_tanh(linear_fc1(x)))``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan, parallel_segment_attention, qkv_rotary
-from .config import QWEN2_5_VL, QWEN2_VL, VisionConfig
+from .config import QWEN2_5_VL, QWEN2_VL, QWEN3_5, QWEN3_VL, VisionConfig
 from .layers import ACTIVATIONS, linear
 from .norms import layer_norm, rms_norm
 from .parallel import row_parallel
@@ -48,8 +49,9 @@ def mlp_qwen2_5_vl(x, gate_proj_weight, gate_proj_bias, up_proj_weight, up_proj_
 
 
 def norm(x, w: dict, name: str, cfg: VisionConfig):
-    """``name`` is ``norm1``/``norm2``/``ln_q``: LayerNorm for Qwen2-VL, RMSNorm for Qwen2.5-VL."""
-    if cfg.family == QWEN2_VL:
+    """``name`` is ``norm1``/``norm2``/``ln_q``/``norm``: LayerNorm for Qwen2-VL, Qwen3-VL and Qwen3.5, RMSNorm for
+    Qwen2.5-VL."""
+    if cfg.uses_layer_norm:
         return layer_norm(x, w[f"{name}.weight"], w[f"{name}.bias"], cfg.eps)
     return rms_norm(x, w[f"{name}.weight"], cfg.eps)
 
@@ -59,6 +61,9 @@ def mlp(x, w: dict, cfg: VisionConfig, tap=_no_tap):
     if cfg.family == QWEN2_VL:
         return mlp_qwen2_vl(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], w["mlp.fc2.weight"], w["mlp.fc2.bias"],
                             cfg.hidden_act, tap)
+    if cfg.third_generation:  # the same fc1 -> act -> fc2 shape, under other names and gelu_pytorch_tanh
+        return mlp_qwen2_vl(x, w["mlp.linear_fc1.weight"], w["mlp.linear_fc1.bias"], w["mlp.linear_fc2.weight"],
+                            w["mlp.linear_fc2.bias"], cfg.hidden_act, tap)
     return mlp_qwen2_5_vl(x, w["mlp.gate_proj.weight"], w["mlp.gate_proj.bias"], w["mlp.up_proj.weight"],
                           w["mlp.up_proj.bias"], w["mlp.down_proj.weight"], w["mlp.down_proj.bias"], cfg.hidden_act,
                           tap)
@@ -68,6 +73,7 @@ BLOCK_STAGES = {
     QWEN2_VL: ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.fc1", "mlp.act", "mlp"),
     QWEN2_5_VL: ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.gate", "mlp.up", "mlp.act", "mlp"),
 }
+BLOCK_STAGES[QWEN3_VL] = BLOCK_STAGES[QWEN3_5] = BLOCK_STAGES[QWEN2_VL]
 """The stages inside a block, in order, as :func:`vision_block_tapped` reports them (``blocks.{i}.<name>`` in
 a trace). ``attn.q``/``attn.k``: ``[N, heads, head_dim]`` after RoPE; ``attn``: after ``proj``, before the
 residual; ``residual1``: ``x + attn``; ``mlp.*``: the MLP's intermediates; ``mlp``: its output."""

@@ -14,6 +14,12 @@ transformers 5.23 (spec §6).
 * After a vision run, transformers 5.x continues text at ``s + max(H', W')``; transformers <= 4.57,
   vLLM and Qwen's original code continue at ``max(all positions so far) + 1``. They differ only when a
   video's temporal extent exceeds its spatial extent. Choose with ``text_after_vision``.
+* Qwen3-VL / Qwen3.5 (``family="qwen3_vl"``): the processor writes each frame pair of a video as its own run,
+  ``<x.x seconds><|vision_start|><|video_pad|>...<|vision_end|>``, so a video grid ``(t, h, w)`` counts as ``t``
+  grids ``(1, h, w)``; time is carried by the timestamp text, not by a tokens-per-second interval. The LLM's
+  M-RoPE is **interleaved** (:func:`mrope_frequency_rows` with ``interleaved=True``), and the DeepStack
+  features are added to the hidden states at the visual positions after the first decoder layers
+  (:func:`add_deepstack`).
 """
 
 from __future__ import annotations
@@ -82,10 +88,17 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
                    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID):
     """3-D M-RoPE position ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` for already-expanded ``input_ids``.
 
-    ``family``: ``qwen2_vl`` (no temporal interval) or ``qwen2_5_vl``. ``text_after_vision``:
+    ``family``: ``qwen2_vl`` (no temporal interval), ``qwen2_5_vl``, or ``qwen3_vl`` (also Qwen3.5: each video frame
+    pair is its own run, between timestamp texts; no interval). ``text_after_vision``:
     ``"spatial"`` (transformers 5.x) or ``"max+1"`` (transformers <= 4.57, vLLM). Padding positions
     (``attention_mask == 0``) get 0, as in transformers.
     """
+    if family not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        raise InputError(f"family must be qwen2_vl, qwen2_5_vl or qwen3_vl (Qwen3.5 uses qwen3_vl's rule), got {family!r}")
+    if family == "qwen3_vl" and video_grid_thw is not None:  # one (1, h, w) grid per frame pair
+        videos = as_grid_thw(video_grid_thw, spatial_merge_size)
+        video_grid_thw = np.repeat(videos, videos[:, 0], axis=0)
+        video_grid_thw[:, 0] = 1
     if text_after_vision not in TEXT_AFTER_VISION:
         raise InputError(f"text_after_vision must be one of {TEXT_AFTER_VISION}, got {text_after_vision!r}")
     ids = np.atleast_2d(np.asarray(input_ids, dtype=np.int64))
@@ -150,17 +163,40 @@ def temporal_positions(t: int, tokens_per_second, second_per_grid_t) -> np.ndarr
     return (np.arange(t, dtype=np.int64).astype(np.float32) * interval).astype(np.int64)
 
 
-def mrope_frequency_rows(head_dim: int = 128, mrope_section=(16, 24, 24)) -> np.ndarray:
+def mrope_frequency_rows(head_dim: int = 128, mrope_section=(16, 24, 24), interleaved: bool = False) -> np.ndarray:
     """For each of the LLM's ``head_dim/2`` rotary frequencies, which position row drives it: 0 = t,
-    1 = h, 2 = w (``mrope_section`` [16, 24, 24] for every released Qwen2/2.5-VL)."""
+    1 = h, 2 = w. Contiguous sections (Qwen2/2.5-VL, ``mrope_section`` [16, 24, 24]): t, then h, then w.
+    ``interleaved`` (Qwen3-VL, ``mrope_interleaved``, sections [24, 20, 20]): frequency ``i`` follows h when
+    ``i % 3 == 1`` and ``i < 3 * sections[1]``, w when ``i % 3 == 2`` and ``i < 3 * sections[2]``, t otherwise, as
+    transformers' ``Qwen3VLTextRotaryEmbedding.recomposition_frequencies``: every row gets fast and slow frequencies."""
     if sum(mrope_section) != head_dim // 2:
         raise InputError(f"mrope_section {list(mrope_section)} must sum to head_dim/2 = {head_dim // 2}")
-    return np.concatenate([np.full(n, i) for i, n in enumerate(mrope_section)])
+    if not interleaved:
+        return np.concatenate([np.full(n, i) for i, n in enumerate(mrope_section)])
+    rows = np.zeros(head_dim // 2, dtype=np.int64)
+    for row, offset in ((1, 1), (2, 2)):
+        rows[offset: 3 * mrope_section[row]: 3] = row
+    return rows
+
+
+def add_deepstack(hidden_states, visual_mask, feature):
+    """Qwen3-VL's DeepStack injection after decoder layer ``k`` (k < number of DeepStack features):
+    ``hidden_states[visual_mask] += deepstack_features[k]``, the visual positions in sequence order (transformers'
+    ``Qwen3VLTextModel._deepstack_process``). ``hidden_states [S, D]`` or ``[B, S, D]``; returns a new array."""
+    hidden = np.array(hidden_states, copy=True)
+    mask = np.asarray(visual_mask, dtype=bool)
+    if mask.shape != hidden.shape[:-1]:
+        raise InputError(f"visual_mask of shape {mask.shape} does not match hidden_states {hidden.shape}")
+    if int(mask.sum()) != len(feature):
+        raise InputError(f"{int(mask.sum())} visual positions but {len(feature)} DeepStack rows: the mask marks the "
+                         "image and video pad positions, one per merged token")
+    hidden[mask] = hidden[mask] + np.asarray(feature, dtype=hidden.dtype)
+    return hidden
 
 
 def llm_inv_freq(head_dim: int = 128, theta: float = 1e6) -> np.ndarray:
     return (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)).astype(np.float32)
 
 
-__all__ = ["expand_vision_pads", "get_rope_index", "llm_inv_freq", "mrope_frequency_rows", "scatter_embeddings",
-           "vision_token_counts"]
+__all__ = ["add_deepstack", "expand_vision_pads", "get_rope_index", "llm_inv_freq", "mrope_frequency_rows",
+           "scatter_embeddings", "vision_token_counts"]

@@ -105,7 +105,7 @@ def cmd_encode(args) -> int:
     check_out(args.out, (".npy", ".npz", ".safetensors"))
     model = _model_or_default(args, log)
     encoder = qvlearn.load_encoder(model, backend=args.backend)
-    pixel_values, grid_thw = _inputs(args)
+    pixel_values, grid_thw = _inputs(args, encoder.family)
     bar, tap = _progress(encoder.config.depth, args.quiet)
     with bar:
         embeddings = encoder(pixel_values, grid_thw, tap=tap)
@@ -129,15 +129,16 @@ def _model_or_default(args, log) -> Path:
     return model
 
 
-def _inputs(args):
-    """pixel_values and grid_thw of the command's images and videos (images first, then videos)."""
+def _inputs(args, family: str):
+    """pixel_values and grid_thw of the command's images and videos (images first, then videos), preprocessed
+    as the model's family is (16-px patches and mean = std = 0.5 for Qwen3-VL / Qwen3.5)."""
     import qvlearn
 
     videos = [v[0] if len(v) == 1 else v for v in (getattr(args, "video", None) or [])]
     if not args.images and not videos:
         raise qvlearn.InputError("nothing to encode: give image files and/or --video FILE (or --video FRAME FRAME ...)")
-    return qvlearn.preprocess(images=args.images or None, videos=videos or None, min_pixels=args.min_pixels,
-                              max_pixels=args.max_pixels)
+    return qvlearn.preprocess(images=args.images or None, videos=videos or None, family=family,
+                              min_pixels=args.min_pixels, max_pixels=args.max_pixels)
 
 
 def cmd_taps(args) -> int:
@@ -150,11 +151,12 @@ def cmd_taps(args) -> int:
     check_out(args.out, (".safetensors",))
     model = _model_or_default(args, log)
     config = read_config_json(model)
-    if args.stages:  # check the patterns before any work
-        from .config import vision_config_from_dict
+    from .config import vision_config_from_dict
 
-        select_stages(vision_config_from_dict(config, source=str(model / "config.json")), args.stages)
-    pixel_values, grid_thw = _inputs(args)
+    vision = vision_config_from_dict(config, source=str(model / "config.json"))
+    if args.stages:  # check the patterns before any work
+        select_stages(vision, args.stages)
+    pixel_values, grid_thw = _inputs(args, vision.family)
     if args.reference:
         from .reference import reference_tower, reference_trace
 
@@ -200,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
     enc.add_argument("--out", required=True, help="output file: .npy, .npz or .safetensors")
     enc.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="default: $QVLEARN_BACKEND or numpy")
-    enc.add_argument("--min-pixels", type=int, default=3136)
-    enc.add_argument("--max-pixels", type=int, default=12845056)
+    enc.add_argument("--min-pixels", type=int, default=None, help="default: the model family's released value")
+    enc.add_argument("--max-pixels", type=int, default=None, help="default: the model family's released value")
     enc.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     enc.set_defaults(func=cmd_encode)
 
@@ -215,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     taps.add_argument("--out", required=True, help="output .safetensors file")
     taps.add_argument("--reference", action="store_true", help="write the taps of transformers' tower instead")
     taps.add_argument("--backend", choices=["numpy", "cupy"], default=None)
-    taps.add_argument("--min-pixels", type=int, default=3136)
-    taps.add_argument("--max-pixels", type=int, default=12845056)
+    taps.add_argument("--min-pixels", type=int, default=None, help="default: the model family's released value")
+    taps.add_argument("--max-pixels", type=int, default=None, help="default: the model family's released value")
     taps.add_argument("--quiet", action="store_true")
     taps.set_defaults(func=cmd_taps)
 

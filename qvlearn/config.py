@@ -22,14 +22,28 @@ from .errors import ConfigError
 
 QWEN2_VL = "qwen2_vl"
 QWEN2_5_VL = "qwen2_5_vl"
-FAMILIES = (QWEN2_VL, QWEN2_5_VL)
+QWEN3_VL = "qwen3_vl"
+QWEN3_5 = "qwen3_5"
+FAMILIES = (QWEN2_VL, QWEN2_5_VL, QWEN3_VL, QWEN3_5)
+THIRD_GENERATION = (QWEN3_VL, QWEN3_5)
+"""Qwen3-VL and Qwen3.5 (spec §12): 16-px patches, a Conv3d with bias, an interpolated learned position table,
+LayerNorm blocks with a gelu_pytorch_tanh MLP, full attention per frame pair; DeepStack mergers (Qwen3-VL)."""
 
 # model_type strings that name each family: top level (4.x and 5.x), vision-only 5.x, vision-only 4.x.
+# The MoE models share their dense sibling's vision tower.
 _FAMILY_OF_MODEL_TYPE = {
     "qwen2_vl": QWEN2_VL,
     "qwen2_vl_vision": QWEN2_VL,
     "qwen2_5_vl": QWEN2_5_VL,
     "qwen2_5_vl_vision": QWEN2_5_VL,
+    "qwen3_vl": QWEN3_VL,
+    "qwen3_vl_vision": QWEN3_VL,
+    "qwen3_vl_moe": QWEN3_VL,
+    "qwen3_vl_moe_vision": QWEN3_VL,
+    "qwen3_5": QWEN3_5,
+    "qwen3_5_vision": QWEN3_5,
+    "qwen3_5_moe": QWEN3_5,
+    "qwen3_5_moe_vision": QWEN3_5,
 }
 
 # Class defaults of transformers 5.23 `Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig` (identical in 4.x).
@@ -42,6 +56,17 @@ HF_VISION_DEFAULTS = {
         depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16, in_channels=3,
         patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=4, window_size=112,
         out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31],
+    ),
+    # Qwen3VLVisionConfig / Qwen3_5VisionConfig (the MoE variants have the same defaults)
+    QWEN3_VL: dict(
+        depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
+        in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=3584,
+        num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+    ),
+    QWEN3_5: dict(
+        depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
+        in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=3584,
+        num_position_embeddings=2304,
     ),
 }
 # transformers' attribute_map: these aliases are accepted for the same fields.
@@ -74,6 +99,8 @@ class VisionConfig:
     tokens_per_second: int = 2
     rope_theta: float = DEFAULT_ROPE_THETA
     eps: float = 1e-6
+    num_position_embeddings: int = 0
+    deepstack_visual_indexes: tuple = ()
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -90,13 +117,24 @@ class VisionConfig:
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; expected one of "
                               f"{SUPPORTED_ACTIVATIONS}")
-        bad = [i for i in self.fullatt_block_indexes if not (0 <= int(i) < self.depth)]
-        if bad:
-            raise ConfigError(f"fullatt_block_indexes {list(self.fullatt_block_indexes)} name blocks outside "
-                              f"0..{self.depth - 1}: {bad}")
+        self._check_block_indexes("fullatt_block_indexes")
+        if self.family in THIRD_GENERATION:
+            side = int(round(self.num_position_embeddings ** 0.5))
+            if self.num_position_embeddings <= 0 or side * side != self.num_position_embeddings:
+                raise ConfigError(f"num_position_embeddings must be a positive square (48*48 = 2304 as released), "
+                                  f"got {self.num_position_embeddings!r}")
+        self._check_block_indexes("deepstack_visual_indexes")
+        if self.deepstack_visual_indexes and self.family != QWEN3_VL:
+            raise ConfigError(f"deepstack_visual_indexes are a Qwen3-VL feature; {self.family} has none")
         if self.family == QWEN2_5_VL and self.window_merged < 1:
             raise ConfigError(f"window_size {self.window_size} is smaller than one merged token "
                               f"({self.patch_size * self.spatial_merge_size} px)")
+
+    def _check_block_indexes(self, field: str) -> None:
+        values = getattr(self, field)
+        bad = [i for i in values if not (0 <= int(i) < self.depth)]
+        if bad:
+            raise ConfigError(f"{field} {list(values)} name blocks outside 0..{self.depth - 1}: {bad}")
 
     # -- derived sizes ----------------------------------------------------------------------------
     @property
@@ -121,6 +159,20 @@ class VisionConfig:
     def uses_windows(self) -> bool:
         return self.family == QWEN2_5_VL
 
+    @property
+    def third_generation(self) -> bool:
+        """Qwen3-VL / Qwen3.5: learned position table, LayerNorm + fc1/fc2 MLP, Conv3d bias, no windows."""
+        return self.family in THIRD_GENERATION
+
+    @property
+    def position_grid_side(self) -> int:
+        """Side of the square learned position table (48 for 2304 entries); 0 when there is none."""
+        return int(round(self.num_position_embeddings ** 0.5)) if self.third_generation else 0
+
+    @property
+    def uses_layer_norm(self) -> bool:
+        return self.family != QWEN2_5_VL
+
     def is_full_attention_block(self, i: int) -> bool:
         return (not self.uses_windows) or i in self.fullatt_block_indexes
 
@@ -137,12 +189,24 @@ class VisionConfig:
                 raise ConfigError("Qwen2-VL expresses the MLP width as an integer mlp_ratio of embed_dim")
             return dict(common, model_type="qwen2_vl_vision", embed_dim=self.width,
                         hidden_size=self.out_hidden_size, mlp_ratio=self.mlp_width // self.width)
+        if self.third_generation:
+            extra = dict(deepstack_visual_indexes=list(self.deepstack_visual_indexes)) if self.family == QWEN3_VL else {}
+            return dict(common, model_type=f"{self.family}_vision", hidden_size=self.width,
+                        intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size,
+                        num_position_embeddings=self.num_position_embeddings, **extra)
         return dict(common, model_type="qwen2_5_vl_vision", hidden_size=self.width,
                     intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size,
                     window_size=self.window_size, fullatt_block_indexes=list(self.fullatt_block_indexes),
                     tokens_per_second=self.tokens_per_second)
 
     def summary(self) -> str:
+        if self.third_generation:
+            side = self.position_grid_side
+            kind = (f"{self.patch_size}-px patches, {side}x{side} learned positions, LayerNorm, fc1/{self.hidden_act}/fc2, "
+                    f"full attention" + (f", DeepStack at {list(self.deepstack_visual_indexes)}"
+                                         if self.deepstack_visual_indexes else ""))
+            return (f"{self.family}: {self.depth} blocks, width {self.width}, {self.num_heads} heads of {self.head_dim}, "
+                    f"MLP {self.mlp_width}, out {self.out_hidden_size} ({kind})")
         kind = "LayerNorm, fc1/QuickGELU/fc2, full attention" if self.family == QWEN2_VL else \
             f"RMSNorm, SiLU-gated MLP, windows of {self.window_merged}x{self.window_merged} merged tokens, " \
             f"full attention at {list(self.fullatt_block_indexes)}"
@@ -171,11 +235,11 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     family = _FAMILY_OF_MODEL_TYPE.get(type_name)
     if family is None:
         hint = ""
-        if isinstance(type_name, str) and type_name.startswith(("qwen3", "qwen2_5_omni", "glm4v")):
+        if isinstance(type_name, str) and type_name.startswith(("qwen4", "qwen2_5_omni", "qwen3_omni", "glm4v")):
             hint = " (a related model whose vision tower qvlearn does not implement)"
         raise ConfigError(
-            f"{source}: model_type {type_name!r} is not a Qwen2-VL or Qwen2.5-VL model{hint}; qvlearn reads "
-            f"model_type one of {sorted(_FAMILY_OF_MODEL_TYPE)}. Point it at a Qwen2-VL/Qwen2.5-VL snapshot.")
+            f"{source}: model_type {type_name!r} is not a Qwen2-VL, Qwen2.5-VL, Qwen3-VL or Qwen3.5 model{hint}; "
+            f"qvlearn reads model_type one of {sorted(_FAMILY_OF_MODEL_TYPE)}. Point it at a snapshot of one of them.")
 
     values = dict(HF_VISION_DEFAULTS[family])
     for key, value in vision.items():
@@ -190,11 +254,19 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
                 raise ConfigError(f"{source}: non-square {key} {values[key]} is not supported")
             values[key] = values[key][0]
     try:
+        deepstack = ()
         if family == QWEN2_VL:
             width = values["embed_dim"]
             mlp_width = int(width * values["mlp_ratio"])
             out = values["hidden_size"]
             fullatt = ()
+        elif family in THIRD_GENERATION:
+            width = values["hidden_size"]
+            mlp_width = values["intermediate_size"]
+            out = values["out_hidden_size"]
+            fullatt = ()
+            if family == QWEN3_VL:  # Qwen3.5's released configs carry an empty list, which its class drops
+                deepstack = tuple(int(i) for i in values["deepstack_visual_indexes"])
         else:
             width = values["hidden_size"]
             mlp_width = values["intermediate_size"]
@@ -207,6 +279,7 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
             spatial_merge_size=values["spatial_merge_size"], in_channels=values["in_channels"],
             window_size=values.get("window_size", 112), fullatt_block_indexes=fullatt,
             tokens_per_second=values.get("tokens_per_second", 2), rope_theta=rope_theta,
+            num_position_embeddings=values.get("num_position_embeddings", 0), deepstack_visual_indexes=deepstack,
         )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
@@ -246,6 +319,13 @@ def read_config(path: str | os.PathLike) -> VisionConfig:
 _Q2_ORIGINAL = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_chans=3, patch_size=14,
                     spatial_merge_size=2, spatial_patch_size=14, temporal_patch_size=2, model_type="qwen2_vl")
 
+_Q3_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, hidden_act="gelu_pytorch_tanh",
+                 in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17], initializer_range=0.02,
+                 model_type="qwen3_vl")
+_Q3_LARGE = dict(_Q3_SMALL, depth=27, hidden_size=1152, intermediate_size=4304, deepstack_visual_indexes=[8, 16, 24])
+_Q35 = dict(_Q3_LARGE, deepstack_visual_indexes=[], model_type="qwen3_5")
+
 PRESETS: dict[str, dict] = {
     "qwen2-vl-2b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=1536)),
     "qwen2-vl-7b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=3584)),
@@ -261,13 +341,51 @@ PRESETS: dict[str, dict] = {
     "qwen2.5-vl-72b": dict(model_type="qwen2_5_vl", vision_config=dict(
         hidden_size=1280, intermediate_size=3456, out_hidden_size=8192, tokens_per_second=2,
         model_type="qwen2_5_vl")),
+    # Third generation: the vision_config of each released config.json (model_type as released: "qwen3_vl" /
+    # "qwen3_5" inside vision_config). Sources in PRESET_NOTES.
+    "qwen3-vl-2b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_SMALL, out_hidden_size=2048)),
+    "qwen3-vl-4b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_SMALL, out_hidden_size=2560)),
+    "qwen3-vl-8b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
+    "qwen3-vl-32b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=5120)),
+    "qwen3-vl-30b-a3b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=2048)),
+    "qwen3-vl-235b-a22b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
+    "qwen3.5-27b": dict(model_type="qwen3_5", vision_config=dict(_Q35, out_hidden_size=5120)),
+    "qwen3.5-35b-a3b": dict(model_type="qwen3_5_moe", vision_config=dict(_Q35, out_hidden_size=2048)),
     # Small towers with the real structure (head_dim 16, 2x2 merge, 4x4-merged-token windows).
     "tiny-qwen2-vl": dict(model_type="qwen2_vl", vision_config=dict(
         depth=3, embed_dim=64, mlp_ratio=4, num_heads=4, hidden_size=96, model_type="qwen2_vl")),
     "tiny-qwen2.5-vl": dict(model_type="qwen2_5_vl", vision_config=dict(
         depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96,
         fullatt_block_indexes=[1, 3], tokens_per_second=2, model_type="qwen2_5_vl")),
+    # 8 x 8 learned positions, so that real images interpolate the table (up and down) as the 48 x 48 one does.
+    "tiny-qwen3-vl": dict(model_type="qwen3_vl", vision_config=dict(
+        depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, num_position_embeddings=64,
+        deepstack_visual_indexes=[1, 2], model_type="qwen3_vl")),
+    "tiny-qwen3.5": dict(model_type="qwen3_5", vision_config=dict(
+        depth=3, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, num_position_embeddings=64,
+        model_type="qwen3_5")),
 }
+
+PRESET_NOTES: dict[str, str] = {
+    "qwen3-vl-2b": "vision_config as in the released config.json (reproduced in several public ports)",
+    "qwen3-vl-4b": "vision_config as in the released config.json (reproduced in several public ports)",
+    "qwen3-vl-8b": "depth 27, width 1152, 16 heads, DeepStack [8, 16, 24] from the released GGUF metadata; "
+                   "out_hidden_size 4096 = the LLM width (not read from the config.json here)",
+    "qwen3-vl-32b": "a public port's copy of the config (out_hidden_size 5120, DeepStack [8, 16, 24]); "
+                    "not confirmed against the Hugging Face file",
+    "qwen3-vl-30b-a3b": "NOT CONFIRMED: the 27-block 1152-wide tower of the large models with out_hidden_size = "
+                        "the LLM width 2048 of Qwen3-30B-A3B",
+    "qwen3-vl-235b-a22b": "NOT CONFIRMED: the 27-block 1152-wide tower with out_hidden_size = the LLM width 4096 "
+                          "of Qwen3-235B-A22B",
+    "qwen3.5-27b": "vision_config as in the released config.json (reproduced in several public ports)",
+    "qwen3.5-35b-a3b": "out_hidden_size 2048 from a public port's table; the rest as Qwen3.5-27B; not confirmed "
+                       "against the Hugging Face file",
+}
+"""Where each third-generation preset's values come from; a preset marked NOT CONFIRMED is a best reading."""
+
+_ARCHITECTURES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                  "qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+                  "qwen3_5": "Qwen3_5ForConditionalGeneration", "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
 
 
 def preset_config_dict(preset: str, **vision_overrides) -> dict:
@@ -280,11 +398,13 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
     base = PRESETS[preset]
     family = _FAMILY_OF_MODEL_TYPE[base["model_type"]]
     vision = dict(base["vision_config"], **vision_overrides)
-    arch = "Qwen2VLForConditionalGeneration" if family == QWEN2_VL else "Qwen2_5_VLForConditionalGeneration"
-    config = dict(architectures=[arch], model_type=base["model_type"], vision_config=vision,
-                  image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                  vision_end_token_id=151653, torch_dtype="bfloat16",
-                  qvlearn_preset=preset)
+    tokens = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                  vision_end_token_id=151653)
+    if family == QWEN3_5:  # Qwen3.5's larger vocabulary (video/start/end as released; image = video - 1)
+        tokens = dict(image_token_id=248056, video_token_id=248057, vision_start_token_id=248053,
+                      vision_end_token_id=248054)
+    config = dict(architectures=[_ARCHITECTURES[base["model_type"]]], model_type=base["model_type"],
+                  vision_config=vision, **tokens, torch_dtype="bfloat16", qvlearn_preset=preset)
     vision_config_from_dict(config, source=f"preset {preset}")  # validate early
     return config
 

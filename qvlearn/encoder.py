@@ -1,11 +1,13 @@
-"""The whole vision encoder of Qwen2-VL and Qwen2.5-VL.
+"""The whole vision encoder of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5.
 
-Explained in ``notebooks/08_whole_encoder.ipynb``.
+Explained in ``notebooks/08_whole_encoder.ipynb`` (and ``notebooks/13_qwen3_vl.ipynb`` for the third generation).
 
-    pixel_values [N, 1176] --patch_embed--> [N, D]
+    pixel_values [N, C*T*P*P] --patch_embed (+ bias in Qwen3)--> [N, D]
+      (Qwen3) + the learned position table, interpolated to the grid
       (2.5-VL) permute rows, cos and sin into window order
       --blocks (full attention per frame pair, or per window in 2.5-VL's window blocks)--> [N, D]
-      --merger: ln_q, 2x2 concat, MLP--> [N/4, out_hidden_size]
+        (Qwen3-VL) after the blocks at deepstack_visual_indexes: a DeepStack merger -> [N/4, out_hidden_size]
+      --merger: norm, 2x2 concat, MLP--> [N/4, out_hidden_size]
       (2.5-VL) rows back to natural order
 """
 
@@ -24,8 +26,9 @@ from .block import norm, vision_block, vision_block_tapped
 from .config import VisionConfig, read_config
 from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
-from .merger import merge_2x2, merger_mlp, restore_order
+from .merger import merge_2x2, merger_mlp, merger_qwen3, restore_order
 from .patch_embed import conv3d_weight_as_matrix, patch_embed
+from .pos_embed import interpolated_pos_embed, interpolation_indices_and_weights
 from .rotary import inv_freq, rotary_cos_sin, rotary_position_ids
 from .weights import load_weights
 from . import window_index as window_index_module
@@ -33,14 +36,18 @@ from .window_index import cu_seqlens, inverse_permutation, patch_permutation, wi
 
 Tap = Callable[[str, object], None]
 
-STAGES = ("pixel_values", "grid_thw", "patch_embeds", "position_ids", "cos", "sin", "cu_seqlens", "window_index",
-          "cu_window_seqlens", "blocks.{i}", "last_hidden_state", "merger.ln_q", "merger", "embeddings")
-"""Names of the stages a forward reports to a tap, in order. Float stages are backend arrays, index
-stages host NumPy arrays. For Qwen2.5-VL, ``patch_embeds``, ``cos`` and ``sin`` are in natural
-order, while ``blocks.{i}``, ``last_hidden_state``, ``merger.ln_q`` and ``merger`` are in window order
-(as transformers reports them); ``embeddings`` is in natural order. Blocks named in ``block_taps`` also
-report ``blocks.{i}.<name>`` for every name of :data:`qvlearn.block.BLOCK_STAGES`; :meth:`VisionEncoder.trace`
-adds ``blocks.{i}.natural`` (Qwen2.5-VL: block i's output in natural order)."""
+STAGES = ("pixel_values", "grid_thw", "patch_embeds", "pos_embeds", "position_ids", "cos", "sin", "cu_seqlens",
+          "window_index", "cu_window_seqlens", "blocks.{i}", "deepstack.{j}", "last_hidden_state", "merger.ln_q",
+          "merger.norm", "merger", "embeddings")
+"""Names of the stages a forward reports to a tap, in order (each family reports its own subset:
+:func:`qvlearn.taps.stage_names`). Float stages are backend arrays, index stages host NumPy arrays. For
+Qwen2.5-VL, ``patch_embeds``, ``cos`` and ``sin`` are in natural order, while ``blocks.{i}``,
+``last_hidden_state``, ``merger.ln_q`` and ``merger`` are in window order (as transformers reports them);
+``embeddings`` is in natural order. Qwen3-VL / Qwen3.5 report ``patch_embeds`` (the Conv3d with its bias),
+``pos_embeds`` (the interpolated position table) and ``merger.norm``; Qwen3-VL also ``deepstack.{j}``, the
+output of DeepStack merger j. Blocks named in ``block_taps`` also report ``blocks.{i}.<name>`` for every name
+of :data:`qvlearn.block.BLOCK_STAGES`; :meth:`VisionEncoder.trace` adds ``blocks.{i}.natural`` (Qwen2.5-VL:
+block i's output in natural order)."""
 
 
 def rotary_to_window_order(cos, sin, rows):
@@ -77,6 +84,15 @@ class VisionEncoder:
 
         # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
         self.patch_embed_weight = to(conv3d_weight_as_matrix(weights["patch_embed.proj.weight"]))
+        self.patch_embed_bias = self.pos_table = None
+        self.deepstack_mergers = []
+        if config.third_generation:
+            self.patch_embed_bias = to(weights["patch_embed.proj.bias"])
+            self.pos_table = to(weights["pos_embed.weight"])  # [side*side, D]
+            for j in range(len(config.deepstack_visual_indexes)):
+                prefix = f"deepstack_merger_list.{j}."
+                self.deepstack_mergers.append({k[len(prefix):]: to(v) for k, v in weights.items()
+                                               if k.startswith(prefix)})
         self.blocks = []
         for i in range(config.depth):
             prefix = f"blocks.{i}."
@@ -93,7 +109,9 @@ class VisionEncoder:
 
     def weight_bytes(self) -> int:
         """Bytes the resident weights take."""
-        arrays = [self.patch_embed_weight, *self.merger.values(), *(v for b in self.blocks for v in b.values())]
+        arrays = [self.patch_embed_weight, *self.merger.values(), *(v for b in self.blocks for v in b.values()),
+                  *(v for d in self.deepstack_mergers for v in d.values())]
+        arrays += [a for a in (self.patch_embed_bias, self.pos_table) if a is not None]
         return int(sum(a.size * a.dtype.itemsize for a in arrays))
 
     def __repr__(self) -> str:
@@ -142,10 +160,13 @@ class VisionEncoder:
             f"grid_thw returned together by qvlearn.preprocess")
 
     # -- forward --------------------------------------------------------------------------------------
-    def __call__(self, pixel_values, grid_thw, tap: Tap | None = None, block_taps=()):
-        """``pixel_values [N, 1176]``, ``grid_thw [k, 3]`` -> merged embeddings ``[N/4, out_hidden_size]``
+    def __call__(self, pixel_values, grid_thw, tap: Tap | None = None, block_taps=(), deepstack: bool = False):
+        """``pixel_values [N, C*T*P*P]``, ``grid_thw [k, 3]`` -> merged embeddings ``[N/4, out_hidden_size]``
         float32 on the encoder's backend, in the order transformers returns them.
 
+        ``deepstack=True`` returns ``(embeddings, deepstack_features)`` instead: the list of Qwen3-VL's DeepStack
+        features, one ``[N/4, out_hidden_size]`` array per index of ``deepstack_visual_indexes`` (an empty list for
+        the other families), as transformers' ``deepstack_features``.
         ``tap(name, array)`` is called with every stage of :data:`STAGES` as it is computed, and, for the
         block indexes in ``block_taps``, with the stages inside those blocks (``blocks.{i}.norm1``, ...).
         """
@@ -158,7 +179,14 @@ class VisionEncoder:
         emit("grid_thw", grid)
 
         h = patch_embed(x, self._float32(self.patch_embed_weight))  # [N, 1176] @ [1176, D] -> [N, D]
+        if cfg.third_generation:
+            h = h + self._float32(self.patch_embed_bias)  # Qwen3's Conv3d has a bias
         emit("patch_embeds", h)
+        if cfg.third_generation:  # + the learned position table, interpolated to every grid (host indices)
+            idx, wts = interpolation_indices_and_weights(grid, cfg.position_grid_side, m)
+            pos = interpolated_pos_embed(self._float32(self.pos_table), be.asarray(idx), be.asarray(wts))
+            emit("pos_embeds", pos)
+            h = h + pos
 
         # Host-side indices, moved to the backend once per forward and shared by all blocks.
         position_ids = rotary_position_ids(grid, m)  # [N, 2] (row, col)
@@ -181,6 +209,8 @@ class VisionEncoder:
             inverse = be.asarray(inverse_permutation(w_index))
 
         block_taps = set(block_taps)
+        deepstack_at = {b: j for j, b in enumerate(cfg.deepstack_visual_indexes)}
+        features = []
         for i, weights in enumerate(self.blocks):
             plan = full_plan if cfg.is_full_attention_block(i) else window_plan
             if i in block_taps:  # step by step, reporting what happens inside the block
@@ -189,18 +219,29 @@ class VisionEncoder:
             else:
                 h = vision_block(h, self._float32_dict(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
             emit(f"blocks.{i}", h)
+            if i in deepstack_at:  # Qwen3-VL: this block's output through its own merger (norm after the 2x2)
+                j = deepstack_at[i]
+                feature = merger_qwen3(h, self._float32_dict(self.deepstack_mergers[j]), cfg.merge_unit, cfg.eps,
+                                       postshuffle=True)
+                emit(f"deepstack.{j}", feature)
+                features.append(feature)
         emit("last_hidden_state", h)
 
         mw = self._float32_dict(self.merger)
-        normed = norm(h, mw, "ln_q", cfg)  # [N, D]
-        emit("merger.ln_q", normed)
-        merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), mw["mlp.0.weight"], mw["mlp.0.bias"],
-                            mw["mlp.2.weight"], mw["mlp.2.bias"])  # [N/4, out]
+        if cfg.third_generation:
+            if tap is not None:  # the merger computes it again inside; only a tap needs it by itself
+                emit("merger.norm", norm(h, mw, "norm", cfg))
+            merged = merger_qwen3(h, mw, cfg.merge_unit, cfg.eps)  # [N/4, out]
+        else:
+            normed = norm(h, mw, "ln_q", cfg)  # [N, D]
+            emit("merger.ln_q", normed)
+            merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), mw["mlp.0.weight"], mw["mlp.0.bias"],
+                                mw["mlp.2.weight"], mw["mlp.2.bias"])  # [N/4, out]
         emit("merger", merged)
         if inverse is not None:
             merged = restore_order(merged, inverse)
         emit("embeddings", merged)
-        return merged
+        return (merged, features) if deepstack else merged
 
     def trace(self, pixel_values, grid_thw, to_numpy: bool = False, stages=None) -> dict:
         """One forward, returning its stages by name (``embeddings`` is the output).
@@ -240,9 +281,10 @@ class VisionEncoder:
 
 def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32") -> VisionEncoder:
-    """Open a Hugging Face snapshot directory (``config.json`` + safetensors) of Qwen2-VL or Qwen2.5-VL.
+    """Open a Hugging Face snapshot directory (``config.json`` + safetensors) of Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+    (and -MoE) or Qwen3.5 (and -MoE), the family read from ``config.json``.
 
-    Only the ``visual.*`` tensors are read. ``backend``: ``"numpy"`` (default), ``"cupy"``, or
+    Only the ``visual.*`` / ``model.visual.*`` tensors are read. ``backend``: ``"numpy"`` (default), ``"cupy"``, or
     ``None`` for ``$QVLEARN_BACKEND``. ``weights_dtype="bfloat16"`` keeps weights resident in bf16 (half
     the memory) and widens one block at a time.
     """

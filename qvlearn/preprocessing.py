@@ -38,6 +38,22 @@ TEMPORAL_PATCH_SIZE = 2
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_ASPECT_RATIO = 200
+IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+
+# The image preprocessing of each family as released (preprocessor_config.json); all four use transformers'
+# Qwen2VLImageProcessor(Pil). Qwen3-VL / Qwen3.5: 16-px patches (resize factor 32), mean = std = 0.5, and
+# 65536 .. 16777216 pixels (64 .. 16384 merged tokens of 32 x 32 px).
+FAMILY_PREPROCESSING = {
+    "qwen2_vl": dict(patch_size=14, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mean=OPENAI_CLIP_MEAN,
+                     std=OPENAI_CLIP_STD),
+    "qwen2_5_vl": dict(patch_size=14, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mean=OPENAI_CLIP_MEAN,
+                       std=OPENAI_CLIP_STD),
+    "qwen3_vl": dict(patch_size=16, min_pixels=65536, max_pixels=16777216, mean=IMAGENET_STANDARD_MEAN,
+                     std=IMAGENET_STANDARD_STD),
+    "qwen3_5": dict(patch_size=16, min_pixels=65536, max_pixels=16777216, mean=IMAGENET_STANDARD_MEAN,
+                    std=IMAGENET_STANDARD_STD),
+}
 
 
 def smart_resize(height: int, width: int, factor: int = PATCH_SIZE * MERGE_SIZE,
@@ -177,11 +193,12 @@ def patchify(frames: np.ndarray, patch_size: int = PATCH_SIZE, merge_size: int =
 # Whole images and videos
 # ---------------------------------------------------------------------------------------------------
 def preprocess_image(image, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
-                     merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE):
-    """One image -> ``(rows [h*w, 1176] float32, (1, h, w))``."""
+                     merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE, mean=OPENAI_CLIP_MEAN,
+                     std=OPENAI_CLIP_STD):
+    """One image -> ``(rows [h*w, C*T*P*P] float32, (1, h, w))``."""
     pil = load_image(image)
     height, width = smart_resize(pil.height, pil.width, patch_size * merge_size, min_pixels, max_pixels)
-    frame = rescale_and_normalize(resize(pil, height, width))  # [3, H, W]
+    frame = rescale_and_normalize(resize(pil, height, width), mean, std)  # [3, H, W]
     frames = np.broadcast_to(frame, (temporal_patch_size, *frame.shape))  # the temporal copy
     return patchify(frames, patch_size, merge_size, temporal_patch_size)
 
@@ -212,13 +229,26 @@ def read_frames(video) -> list[Image.Image]:
 
 
 def preprocess_video(video, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
-                     merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE):
+                     merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE, mean=OPENAI_CLIP_MEAN,
+                     std=OPENAI_CLIP_STD):
     """One video (frames as a list, a ``[T, H, W, 3]`` uint8 array, or an animated image file that Pillow reads
     frame by frame) -> ``(rows, (t, h, w))``.
 
     All frames share one resize target (computed from the frame size). An odd frame count is padded
     by repeating the last frame, so ``t = ceil(T / 2)``.
     """
+    pils = _video_frames(video)
+    (h0, w0), = {(p.height, p.width) for p in pils}
+    height, width = smart_resize(h0, w0, patch_size * merge_size, min_pixels, max_pixels)
+    stack = np.stack([resize(p, height, width) for p in pils])  # [T, H, W, 3] uint8
+    pad = -len(pils) % temporal_patch_size
+    if pad:  # repeat the last frame up to a multiple of temporal_patch_size
+        stack = np.concatenate([stack, np.repeat(stack[-1:], pad, axis=0)])
+    return patchify(rescale_and_normalize(stack, mean, std), patch_size, merge_size, temporal_patch_size)
+
+
+def _video_frames(video) -> list[Image.Image]:
+    """The frames of one video as RGB PIL images of one size, with clear errors."""
     if isinstance(video, np.ndarray) and video.ndim == 4:
         frames = list(video)
     elif isinstance(video, (str, os.PathLike)) or (isinstance(video, Image.Image) and getattr(video, "n_frames", 1) > 1):
@@ -236,25 +266,111 @@ def preprocess_video(video, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, pat
     sizes = {(p.height, p.width) for p in pils}
     if len(sizes) != 1:
         raise ImageError(f"all frames of a video must have one size, got {sorted(sizes)} (HxW)")
-    (h0, w0), = sizes
-    height, width = smart_resize(h0, w0, patch_size * merge_size, min_pixels, max_pixels)
-    stack = np.stack([resize(p, height, width) for p in pils])  # [T, H, W, 3] uint8
+    return pils
+
+
+# ---------------------------------------------------------------------------------------------------
+# Qwen3-VL / Qwen3.5 videos (transformers' Qwen3VLVideoProcessor, explained in notebooks/13_qwen3_vl.ipynb)
+# ---------------------------------------------------------------------------------------------------
+QWEN3_VIDEO_MIN_PIXELS = 128 * 32 * 32   # Qwen3VLVideoProcessor's class defaults: a budget over T x H x W
+QWEN3_VIDEO_MAX_PIXELS = 768 * 32 * 32
+
+
+def qwen3_video_size(num_frames: int, height: int, width: int, factor: int = 32, temporal_factor: int = 2,
+                     min_pixels: int = QWEN3_VIDEO_MIN_PIXELS, max_pixels: int = QWEN3_VIDEO_MAX_PIXELS):
+    """Qwen3-VL's video ``smart_resize``: the frame size ``(H, W)`` for a whole video, with the pixel limits applied
+    to ``frames x H x W`` (not to one frame, as for images and Qwen2/2.5-VL videos). Frames smaller than ``factor``
+    are first scaled up (truncating); then each side is rounded to a multiple of ``factor`` (Python's ``round``), the
+    frame count to a multiple of ``temporal_factor``, and if ``t x H x W`` leaves ``[min_pixels, max_pixels]`` both
+    sides are scaled by ``sqrt`` of the ratio computed with the *unrounded* frame count, floored (at least ``factor``)
+    or ceiled."""
+    if num_frames < temporal_factor:
+        raise ImageError(f"a Qwen3-VL video needs at least {temporal_factor} frames, got {num_frames}")
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageError(f"aspect ratio {ratio:.1f}:1 of {height}x{width} (HxW) frames is above the model's limit of "
+                         f"{MAX_ASPECT_RATIO}:1; crop or pad the video first")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    t_bar = round(num_frames / temporal_factor) * temporal_factor
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((num_frames * height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen3_frame_indices(total_frames: int, video_fps: float, fps: float = 2.0, min_frames: int = 4,
+                        max_frames: int = 768) -> np.ndarray:
+    """Which frames Qwen3VLVideoProcessor samples (``do_sample_frames=True``, its default): ``n = int(total /
+    video_fps * fps)`` clamped to ``[min_frames, min(max_frames, total)]``, then ``linspace(0, total - 1, n)``
+    rounded (first and last frame included; ``n`` need not be even: the processor pads the last frame pair)."""
+    if total_frames < 1 or not video_fps > 0:
+        raise ImageError(f"need at least one frame and a positive frame rate, got {total_frames} frames at {video_fps}")
+    n = int(total_frames / video_fps * fps)
+    n = min(max(n, min_frames), max_frames, total_frames)
+    return np.linspace(0, total_frames - 1, n).round().astype(int)
+
+
+def qwen3_timestamps(indices, video_fps: float, temporal_patch_size: int = 2) -> list[float]:
+    """The seconds Qwen3-VL's processor writes before each frame pair (``<{t:.1f} seconds>``): the mean time of the
+    pair's first and last frame, the last index repeated to fill an odd pair."""
+    indices = list(np.asarray(indices).tolist())
+    if len(indices) % temporal_patch_size:
+        indices += [indices[-1]] * (temporal_patch_size - len(indices) % temporal_patch_size)
+    times = [i / video_fps for i in indices]
+    return [(times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)]
+
+
+def preprocess_video_qwen3(video, *, min_pixels=QWEN3_VIDEO_MIN_PIXELS, max_pixels=QWEN3_VIDEO_MAX_PIXELS,
+                           patch_size=16, merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE,
+                           mean=IMAGENET_STANDARD_MEAN, std=IMAGENET_STANDARD_STD):
+    """One (already sampled) Qwen3-VL video -> ``(rows [t*h*w, 1536], (t, h, w))``: one frame size for the whole
+    video from :func:`qwen3_video_size`, Pillow bicubic, mean = std = 0.5, the last frame repeated to an even
+    count, then the same patch order as every family."""
+    pils = _video_frames(video)
+    (h0, w0), = {(p.height, p.width) for p in pils}
+    height, width = qwen3_video_size(len(pils), h0, w0, patch_size * merge_size, temporal_patch_size, min_pixels,
+                                     max_pixels)
+    stack = np.stack([resize(p, height, width) for p in pils])
     pad = -len(pils) % temporal_patch_size
-    if pad:  # repeat the last frame up to a multiple of temporal_patch_size
+    if pad:
         stack = np.concatenate([stack, np.repeat(stack[-1:], pad, axis=0)])
-    return patchify(rescale_and_normalize(stack), patch_size, merge_size, temporal_patch_size)
+    return patchify(rescale_and_normalize(stack, mean, std), patch_size, merge_size, temporal_patch_size)
 
 
-def preprocess(images=None, videos=None, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
-               patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE,
-               temporal_patch_size: int = TEMPORAL_PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Images and/or videos -> ``(pixel_values float32 [N, 1176], grid_thw int64 [k, 3])``.
+def preprocess(images=None, videos=None, *, family: str | None = None, min_pixels: int | None = None,
+               max_pixels: int | None = None, patch_size: int | None = None, merge_size: int = MERGE_SIZE,
+               temporal_patch_size: int = TEMPORAL_PATCH_SIZE, mean=None, std=None,
+               video_min_pixels: int | None = None, video_max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and/or videos -> ``(pixel_values float32 [N, C*T*P*P], grid_thw int64 [k, 3])``.
 
     ``images``: one image or a list (PIL images, file paths, HxWx3 uint8 arrays).
     ``videos``: a list of videos, each a list of frames or a ``[T, H, W, 3]`` uint8 array.
     Rows and grid entries come images first, then videos, each in the order given.
-    Defaults are the released preprocessor values (min 3136, max 12845056 pixels).
+    ``family`` (``"qwen2_vl"``, ``"qwen2_5_vl"`` (default), ``"qwen3_vl"``, ``"qwen3_5"``, or a loaded encoder's
+    ``encoder.family``) picks the released preprocessor values of :data:`FAMILY_PREPROCESSING`: 14-px patches,
+    CLIP mean/std and 3136 .. 12845056 pixels for Qwen2/2.5-VL; 16-px patches, mean = std = 0.5 and
+    65536 .. 16777216 pixels for Qwen3-VL / Qwen3.5. Explicit arguments override them. Qwen3-VL / Qwen3.5 videos
+    (frames already sampled, e.g. by :func:`qwen3_frame_indices`) follow Qwen3VLVideoProcessor instead: one budget
+    over frames x height x width, ``video_min_pixels`` .. ``video_max_pixels`` (default: its class defaults
+    131072 .. 786432; released checkpoints ship their own values in ``video_preprocessor_config.json``).
     """
+    defaults = FAMILY_PREPROCESSING.get(family or "qwen2_5_vl")
+    if defaults is None:
+        raise ImageError(f"unknown family {family!r}; choose one of {sorted(FAMILY_PREPROCESSING)}")
+    third = family in ("qwen3_vl", "qwen3_5")
+    min_pixels = defaults["min_pixels"] if min_pixels is None else min_pixels
+    max_pixels = defaults["max_pixels"] if max_pixels is None else max_pixels
+    patch_size = defaults["patch_size"] if patch_size is None else patch_size
+    mean = defaults["mean"] if mean is None else mean
+    std = defaults["std"] if std is None else std
     if images is None and videos is None:
         raise ImageError("nothing to preprocess: pass images=... and/or videos=...")
     if images is not None and (isinstance(images, (Image.Image, str, os.PathLike))
@@ -263,9 +379,14 @@ def preprocess(images=None, videos=None, *, min_pixels: int = MIN_PIXELS, max_pi
     if isinstance(videos, np.ndarray) and videos.ndim == 4:
         videos = [videos]
     kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size,
-              temporal_patch_size=temporal_patch_size)
+              temporal_patch_size=temporal_patch_size, mean=mean, std=std)
     parts = [preprocess_image(im, **kw) for im in (images or [])]
-    parts += [preprocess_video(v, **kw) for v in (videos or [])]
+    if third:  # Qwen3VLVideoProcessor: its own limits over frames x H x W (video_min_pixels / video_max_pixels)
+        vkw = dict(kw, min_pixels=video_min_pixels or QWEN3_VIDEO_MIN_PIXELS,
+                   max_pixels=video_max_pixels or QWEN3_VIDEO_MAX_PIXELS)
+        parts += [preprocess_video_qwen3(v, **vkw) for v in (videos or [])]
+    else:
+        parts += [preprocess_video(v, **kw) for v in (videos or [])]
     if not parts:
         raise ImageError("nothing to preprocess: the image and video lists are empty")
     pixel_values = np.concatenate([rows for rows, _ in parts])

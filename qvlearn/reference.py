@@ -25,38 +25,61 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
-from .config import QWEN2_VL, vision_config_from_dict  # noqa: E402
+from .config import QWEN2_5_VL, QWEN2_VL, QWEN3_5, QWEN3_VL, vision_config_from_dict  # noqa: E402
 
 TRANSFORMERS_VERSION = "5.23.0"
 
 
-def hf_vision_config(config: dict, family: str):
-    """A transformers vision config object from a parsed config.json (full VLM config or vision-only)."""
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+def _hf_classes(family: str):
+    """(top-level config class, vision model class) of transformers for a family."""
+    if family == QWEN2_VL:
+        from transformers import Qwen2VLConfig as Config
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel as Model
+    elif family == QWEN2_5_VL:
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+            Qwen2_5_VisionTransformerPretrainedModel as Model)
+    elif family == QWEN3_VL:
+        from transformers import Qwen3VLConfig as Config
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel as Model
+    else:
+        from transformers import Qwen3_5Config as Config
+        from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5VisionModel as Model
+    return Config, Model
 
-    top = Qwen2VLConfig if family == QWEN2_VL else Qwen2_5_VLConfig
-    if "vision_config" not in config:
-        config = {"model_type": "qwen2_vl" if family == QWEN2_VL else "qwen2_5_vl", "vision_config": config}
-    full = {k: v for k, v in config.items() if k in ("model_type", "vision_config")}
-    return top(**full).vision_config
+
+def hf_vision_config(config: dict, family: str):
+    """A transformers vision config object from a parsed config.json (full VLM config or vision-only).
+
+    The MoE variants (``qwen3_vl_moe``, ``qwen3_5_moe``) have their dense sibling's vision tower; the dense
+    classes build it. Qwen3.5's released vision_config carries ``deepstack_visual_indexes: []``, a field its
+    class does not have: it is dropped."""
+    top, _ = _hf_classes(family)
+    vision = dict(config.get("vision_config", config))
+    vision["model_type"] = f"{family}_vision" if family in (QWEN3_VL, QWEN3_5) else family
+    if family == QWEN3_5:
+        vision.pop("deepstack_visual_indexes", None)
+    return top(model_type=family, vision_config=vision).vision_config
 
 
 def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float32):
     """The transformers vision tower of the snapshot at ``path``, weights loaded, in eval mode."""
     from safetensors.torch import load_file
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     family = vision_config_from_dict(config).family
     vc = hf_vision_config(config, family)
-    cls = Qwen2VisionTransformerPretrainedModel if family == QWEN2_VL else Qwen2_5_VisionTransformerPretrainedModel
+    _, cls = _hf_classes(family)
     model = cls._from_config(vc, attn_implementation=attn_implementation, dtype=dtype)
     state = {}
     files = sorted(path.glob("*.safetensors"))
     for file in files:
-        state.update({k[len("visual."):]: v for k, v in load_file(file).items() if k.startswith("visual.")})
+        for key, value in load_file(file).items():
+            for prefix in ("model.visual.", "visual."):
+                if key.startswith(prefix):
+                    state[key[len(prefix):]] = value
+                    break
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"reference tower: missing {missing}, unexpected {unexpected}")
@@ -104,6 +127,10 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
         return hook
 
     hooks.append(model.patch_embed.register_forward_hook(save("patch_embeds")))
+    third = hasattr(model, "pos_embed")
+    if third:  # Qwen3-VL / Qwen3.5: the interpolated table is the input of block 0 minus patch_embeds
+        hooks.append(model.blocks[0].register_forward_pre_hook(
+            lambda module, args: found.__setitem__("blocks.0.input", _np(args[0]))))
 
     def rotary_hook(module, args, output):
         found["cos"], found["sin"] = _np(output[0]), _np(output[1])
@@ -111,7 +138,12 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
     hooks.append(model.rotary_pos_emb.register_forward_hook(rotary_hook))
     for i, blk in enumerate(model.blocks):
         hooks.append(blk.register_forward_hook(save(f"blocks.{i}")))
-    hooks.append(model.merger.ln_q.register_forward_hook(save("merger.ln_q")))
+    if third:
+        hooks.append(model.merger.norm.register_forward_hook(save("merger.norm")))
+        for j, merger in enumerate(getattr(model, "deepstack_merger_list", [])):
+            hooks.append(merger.register_forward_hook(save(f"deepstack.{j}")))
+    else:
+        hooks.append(model.merger.ln_q.register_forward_hook(save("merger.ln_q")))
     hooks.append(model.merger.register_forward_hook(save("merger")))
 
     wanted = None
@@ -146,6 +178,9 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
                 hooks.append(blk.mlp.gate_proj.register_forward_hook(save(f"blocks.{i}.mlp.gate")))
                 hooks.append(blk.mlp.up_proj.register_forward_hook(save(f"blocks.{i}.mlp.up")))
                 hooks.append(blk.mlp.down_proj.register_forward_pre_hook(save_input(f"blocks.{i}.mlp.act")))
+            elif hasattr(blk.mlp, "linear_fc1"):  # Qwen3-VL / Qwen3.5: linear_fc2(act(linear_fc1(x)))
+                hooks.append(blk.mlp.linear_fc1.register_forward_hook(save(f"blocks.{i}.mlp.fc1")))
+                hooks.append(blk.mlp.linear_fc2.register_forward_pre_hook(save_input(f"blocks.{i}.mlp.act")))
             else:  # Qwen2-VL: fc2(act(fc1(x)))
                 hooks.append(blk.mlp.fc1.register_forward_hook(save(f"blocks.{i}.mlp.fc1")))
                 hooks.append(blk.mlp.fc2.register_forward_pre_hook(save_input(f"blocks.{i}.mlp.act")))
@@ -169,6 +204,8 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
             modeling.apply_rotary_pos_emb_vision = original_rotary
     found["last_hidden_state"] = _np(out.last_hidden_state)
     found["embeddings"] = _np(out.pooler_output)
+    if third:
+        found["pos_embeds"] = found.pop("blocks.0.input") - found["patch_embeds"]
     if wanted is not None:
         from .taps import add_natural_order
 
@@ -180,7 +217,10 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
 
 def _config_dict(model) -> dict:
     """The tower's config as the dict qvlearn's config reader takes (vision-only form)."""
-    family = "qwen2_5_vl" if hasattr(model.config, "fullatt_block_indexes") else "qwen2_vl"
+    model_type = model.config.model_type  # "qwen2_vl", "qwen2_5_vl", "qwen3_vl_vision", "qwen3_5_vision", ...
+    family = model_type[: -len("_vision")] if model_type.endswith("_vision") else model_type
+    if family == "qwen2_vl" and hasattr(model.config, "fullatt_block_indexes"):
+        family = "qwen2_5_vl"
     return {"model_type": family, "vision_config": model.config.to_dict()}
 
 
@@ -208,16 +248,72 @@ def _transformers_video_method(name: str, module: str = "transformers.models.qwe
     spec = importlib.util.find_spec(module)
     source = Path(spec.origin).read_text()
     tree = ast.parse(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
-    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    body = tree.body if cls_name is None else next(
+        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name).body
+    fn = next(n for n in body if isinstance(n, ast.FunctionDef) and n.name == name)
     fn.decorator_list = []
-    namespace = {"torch": torch, "math": math}
+    namespace = {"torch": torch, "math": math, "np": np}
     exec(compile(ast.Module(body=[fn], type_ignores=[]), spec.origin, "exec"), namespace)
     return namespace[name]
 
 
 def _transformers_video_patchify():
     return _transformers_video_method("patchify")
+
+
+_QWEN3_VIDEO = "transformers.models.qwen3_vl.video_processing_qwen3_vl"
+
+
+def reference_qwen3_video_size(num_frames: int, height: int, width: int, min_pixels: int, max_pixels: int):
+    """transformers' Qwen3-VL video ``smart_resize`` (module function, compiled from source)."""
+    smart_resize = _transformers_video_method("smart_resize", _QWEN3_VIDEO, cls_name=None)
+    return smart_resize(num_frames, height, width, temporal_factor=2, factor=32, min_pixels=min_pixels,
+                        max_pixels=max_pixels)
+
+
+def reference_qwen3_frame_indices(total_num_frames: int, video_fps: float, fps: float = 2.0) -> np.ndarray:
+    """Frame indices of ``Qwen3VLVideoProcessor.sample_frames`` (its code, compiled, on a stand-in with its defaults)."""
+    import types
+
+    sample = _transformers_video_method("sample_frames", _QWEN3_VIDEO, "Qwen3VLVideoProcessor")
+    stand_in = types.SimpleNamespace(fps=2, min_frames=4, max_frames=768)
+    return np.asarray(sample(stand_in, types.SimpleNamespace(total_num_frames=total_num_frames, fps=video_fps), fps=fps))
+
+
+def reference_qwen3_timestamps(indices, video_fps: float) -> list[float]:
+    """``Qwen3VLProcessor._calculate_timestamps`` (the seconds written before each frame pair)."""
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+    return Qwen3VLProcessor._calculate_timestamps(None, list(indices), video_fps, 2)
+
+
+def reference_qwen3_video(frames, min_pixels: int = 128 * 32 * 32, max_pixels: int = 768 * 32 * 32):
+    """``(pixel_values_videos, video_grid_thw)`` for one sampled Qwen3-VL video given as frames.
+
+    The frame size comes from transformers' Qwen3-VL video ``smart_resize`` and the rows from its
+    ``Qwen3VLVideoProcessor.patchify`` (both compiled from the installed source: the module imports torchvision);
+    each frame is resized by transformers' PIL ``resize`` (Pillow bicubic) and rescaled / normalised (mean = std =
+    0.5) by ``Qwen2VLImageProcessorPil``'s methods. The real video processor resizes tensors with torchvision
+    (notebook 1: within a grey level of Pillow on a CPU), so this is the PIL path of its rules.
+    """
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+    from transformers.image_transforms import resize
+    from transformers.image_utils import ChannelDimension, PILImageResampling
+
+    pils = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
+    height, width = reference_qwen3_video_size(len(pils), pils[0].height, pils[0].width, min_pixels, max_pixels)
+    processor = Qwen2VLImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processed = []
+    for frame in pils:
+        array = np.asarray(frame.convert("RGB"))
+        array = resize(array, (height, width), resample=PILImageResampling.BICUBIC,
+                       input_data_format=ChannelDimension.LAST, data_format=ChannelDimension.FIRST)
+        processed.append(processor.normalize(processor.rescale(array, 1 / 255), processor.image_mean, processor.image_std))
+    videos = torch.from_numpy(np.stack(processed)[None].astype(np.float32))
+    patchify = _transformers_video_method("patchify", _QWEN3_VIDEO, "Qwen3VLVideoProcessor")
+    patches, t, h, w = patchify(None, videos, patch_size=16, merge_size=2, temporal_patch_size=2)
+    return patches[0].numpy(), np.array([[t, h, w]], dtype=np.int64)
 
 
 def reference_sample_frames(total_num_frames: int, video_fps: float, fps: float = 2.0, min_frames: int = 4,
@@ -270,6 +366,11 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel as Model
 
         config = Config(vision_config={"spatial_merge_size": spatial_merge_size})
+    elif family == "qwen3_vl":
+        from transformers import Qwen3VLConfig as Config
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel as Model
+
+        config = Config(vision_config={"spatial_merge_size": spatial_merge_size})
     else:
         from transformers import Qwen2_5_VLConfig as Config
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel as Model
@@ -278,3 +379,26 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
     stand_in = types.SimpleNamespace(config=config)
     stand_in.get_vision_position_ids = functools.partial(Model.get_vision_position_ids, stand_in)
     return functools.partial(Model.get_rope_index, stand_in)
+
+
+def reference_mrope_rows(mrope_section=(24, 20, 20), head_dim: int = 128) -> np.ndarray:
+    """Which position row (0 t, 1 h, 2 w) drives each LLM rotary frequency in transformers'
+    ``Qwen3VLTextRotaryEmbedding.recomposition_frequencies``: fed a [3, 1, 1, head_dim/2] table whose row r holds r."""
+    import types
+
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding
+
+    stand_in = types.SimpleNamespace(mrope_section=list(mrope_section))
+    table = torch.arange(3, dtype=torch.float32)[:, None, None, None].expand(3, 1, 1, head_dim // 2).clone()
+    out = Qwen3VLTextRotaryEmbedding.recomposition_frequencies(stand_in, table)
+    return out[0, 0, : head_dim // 2].long().numpy()
+
+
+def reference_add_deepstack(hidden_states, visual_mask, feature) -> np.ndarray:
+    """transformers' ``Qwen3VLTextModel._deepstack_process`` on one tensor (no model built)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
+
+    out = Qwen3VLTextModel._deepstack_process(None, torch.from_numpy(np.asarray(hidden_states)),
+                                              torch.from_numpy(np.asarray(visual_mask, dtype=bool)),
+                                              torch.from_numpy(np.asarray(feature)))
+    return out.numpy()

@@ -32,9 +32,9 @@ from .window_index import inverse_permutation, patch_permutation
 
 FORMAT_VERSION = "1"
 FORMAT_KEY = "qvlearn_taps_format"
-TAP_STAGES = ("pixel_values", "grid_thw", "patch_embeds", "position_ids", "cos", "sin", "cu_seqlens",
-              "window_index", "cu_window_seqlens", "blocks.{i}", "blocks.{i}.natural", "last_hidden_state",
-              "merger.ln_q", "merger", "embeddings")
+TAP_STAGES = ("pixel_values", "grid_thw", "patch_embeds", "pos_embeds", "position_ids", "cos", "sin", "cu_seqlens",
+              "window_index", "cu_window_seqlens", "blocks.{i}", "blocks.{i}.natural", "deepstack.{j}",
+              "last_hidden_state", "merger.ln_q", "merger.norm", "merger", "embeddings")
 INNER_STAGES = ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.fc1", "mlp.gate", "mlp.up", "mlp.act",
                 "mlp")
 assert set(INNER_STAGES) == set(BLOCK_STAGES["qwen2_vl"] + BLOCK_STAGES["qwen2_5_vl"])
@@ -42,6 +42,7 @@ assert set(INNER_STAGES) == set(BLOCK_STAGES["qwen2_vl"] + BLOCK_STAGES["qwen2_5
 INTEGER_STAGES = ("grid_thw", "position_ids", "cu_seqlens", "window_index", "cu_window_seqlens")
 DEFAULT_RTOL = 1e-5  # 5x the float32 noise seen on 32-block towers (<= 2e-6)
 _BLOCK_NAME = re.compile(r"blocks\.(\d+)(?:\.(natural|" + "|".join(map(re.escape, INNER_STAGES)) + r"))?")
+_DEEPSTACK_NAME = re.compile(r"deepstack\.(\d+)")
 
 
 class TapError(QvlearnError):
@@ -50,7 +51,8 @@ class TapError(QvlearnError):
 
 def is_stage_name(name: str) -> bool:
     """Whether ``name`` belongs to the tap format (``blocks.{i}``, ``blocks.{i}.norm1``, ``embeddings``, ...)."""
-    return (name in TAP_STAGES and "{i}" not in name) or _BLOCK_NAME.fullmatch(name) is not None
+    return ((name in TAP_STAGES and "{" not in name) or _BLOCK_NAME.fullmatch(name) is not None
+            or _DEEPSTACK_NAME.fullmatch(name) is not None)
 
 
 def stage_order(name: str) -> tuple:
@@ -62,6 +64,9 @@ def stage_order(name: str) -> tuple:
         position = (len(INNER_STAGES) + 1 if inner == "natural" else INNER_STAGES.index(inner) if inner
                     else len(INNER_STAGES))
         return (TAP_STAGES.index("blocks.{i}"), int(match.group(1)), position, "")
+    match = _DEEPSTACK_NAME.fullmatch(name)
+    if match:
+        return (TAP_STAGES.index("deepstack.{j}"), int(match.group(1)), 0, "")
     if name in TAP_STAGES:
         return (TAP_STAGES.index(name), 0, 0, "")
     return (len(TAP_STAGES), 0, 0, name)
@@ -70,9 +75,15 @@ def stage_order(name: str) -> tuple:
 def stage_names(config) -> list[str]:
     """Every stage an encoder of ``config`` can report, in forward order (the choices of a trace)."""
     windows = config.uses_windows
+    third = config.third_generation
     names = []
     for name in TAP_STAGES:
         if name in ("window_index", "cu_window_seqlens") and not windows:
+            continue
+        if name in ("pos_embeds", "merger.norm") and not third or name == "merger.ln_q" and third:
+            continue
+        if name == "deepstack.{j}":
+            names += [f"deepstack.{j}" for j in range(len(config.deepstack_visual_indexes))]
             continue
         if name == "blocks.{i}":
             for i in range(config.depth):

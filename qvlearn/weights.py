@@ -5,7 +5,8 @@ Explained in ``notebooks/08_whole_encoder.ipynb``.
 
 * Only safetensors are read (``model.safetensors`` or ``model.safetensors.index.json`` + shards),
   never pickled ``.bin``/``.pt`` files. Files are opened memory-mapped by the ``safetensors``
-  library; only tensors whose name starts with ``visual.`` are read; torch is not needed.
+  library; only tensors whose name starts with ``visual.`` (Qwen2/2.5-VL as released) or
+  ``model.visual.`` (Qwen3-VL / Qwen3.5 as released, and transformers 5.x saves) are read; torch is not needed.
 * bf16/f16/f32 on disk, float32 in memory. bf16 -> float32 is an exact widening (the 16 bits become
   the top half of the float32), the same values torch produces with ``.float()``.
 * Every key and shape is checked against the config; missing, extra or wrongly shaped tensors are
@@ -25,6 +26,14 @@ from .config import QWEN2_VL, VisionConfig, preset_config_dict, vision_config_fr
 from .errors import CheckpointError
 
 PREFIX = "visual."
+PREFIXES = ("model.visual.", "visual.")
+"""Where a snapshot keeps its vision tower: ``model.visual.*`` (Qwen3-VL / Qwen3.5 releases, transformers 5.x
+saves) or ``visual.*`` (Qwen2-VL / Qwen2.5-VL releases). A snapshot uses one of them."""
+
+
+def checkpoint_prefix(cfg: VisionConfig) -> str:
+    """The prefix the released checkpoints of ``cfg``'s family use (what :func:`save_random_checkpoint` writes)."""
+    return "model.visual." if cfg.third_generation else PREFIX
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
@@ -48,6 +57,21 @@ WEIGHT_ROLES = {
     "merger.ln_q.bias": "merger LayerNorm bias (Qwen2-VL only)",
     "merger.mlp.0.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.mlp.0.bias": "its bias",
     "merger.mlp.2.weight": "merger Linear(4D, out_hidden_size): the LLM width", "merger.mlp.2.bias": "its bias",
+    # Qwen3-VL / Qwen3.5
+    "patch_embed.proj.bias": "Conv3d bias (Qwen3-VL / Qwen3.5 only): `patch_embeds = pixel_values @ W.T + b`",
+    "pos_embed.weight": "learned absolute positions [side*side, D] (48*48 as released), bilinearly interpolated "
+                        "(corners aligned) to each grid and added to patch_embeds",
+    "mlp.linear_fc1.weight": "MLP up (D -> I), then gelu_pytorch_tanh", "mlp.linear_fc1.bias": "its bias",
+    "mlp.linear_fc2.weight": "MLP down (I -> D)", "mlp.linear_fc2.bias": "its bias",
+    "merger.norm.weight": "merger LayerNorm gain (over D, before the 2x2 concat)", "merger.norm.bias": "its bias",
+    "merger.linear_fc1.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.linear_fc1.bias": "its bias",
+    "merger.linear_fc2.weight": "merger Linear(4D, out_hidden_size)", "merger.linear_fc2.bias": "its bias",
+    "deepstack_merger_list.{j}.norm.weight": "DeepStack merger j: LayerNorm gain over 4D (after the 2x2 concat)",
+    "deepstack_merger_list.{j}.norm.bias": "its bias",
+    "deepstack_merger_list.{j}.linear_fc1.weight": "DeepStack merger j: Linear(4D, 4D), then exact GELU",
+    "deepstack_merger_list.{j}.linear_fc1.bias": "its bias",
+    "deepstack_merger_list.{j}.linear_fc2.weight": "DeepStack merger j: Linear(4D, out_hidden_size)",
+    "deepstack_merger_list.{j}.linear_fc2.bias": "its bias",
 }
 """What each checkpoint tensor does (names without ``visual.`` and, for blocks, without ``blocks.{i}.``)."""
 
@@ -57,6 +81,8 @@ def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
     D, I, C, T, P = cfg.width, cfg.mlp_width, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size
     M = D * cfg.merge_unit
     shapes = {"patch_embed.proj.weight": (D, C, T, P, P)}
+    if cfg.third_generation:
+        return _third_generation_shapes(cfg, shapes)
     for i in range(cfg.depth):
         b = f"blocks.{i}."
         norms = ["norm1", "norm2"]
@@ -81,6 +107,25 @@ def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
     return shapes
 
 
+def _third_generation_shapes(cfg: VisionConfig, shapes: dict) -> dict[str, tuple]:
+    D, I, M, out = cfg.width, cfg.mlp_width, cfg.width * cfg.merge_unit, cfg.out_hidden_size
+    shapes.update({"patch_embed.proj.bias": (D,), "pos_embed.weight": (cfg.num_position_embeddings, D)})
+    for i in range(cfg.depth):
+        b = f"blocks.{i}."
+        for n in ("norm1", "norm2"):
+            shapes.update({b + n + ".weight": (D,), b + n + ".bias": (D,)})
+        shapes.update({b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
+                       b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
+                       b + "mlp.linear_fc1.weight": (I, D), b + "mlp.linear_fc1.bias": (I,),
+                       b + "mlp.linear_fc2.weight": (D, I), b + "mlp.linear_fc2.bias": (D,)})
+    mergers = [("merger.", D)] + [(f"deepstack_merger_list.{j}.", M) for j in range(len(cfg.deepstack_visual_indexes))]
+    for prefix, norm_width in mergers:  # the main merger normalises over D, DeepStack's over 4D
+        shapes.update({prefix + "norm.weight": (norm_width,), prefix + "norm.bias": (norm_width,),
+                       prefix + "linear_fc1.weight": (M, M), prefix + "linear_fc1.bias": (M,),
+                       prefix + "linear_fc2.weight": (out, M), prefix + "linear_fc2.bias": (out,)})
+    return shapes
+
+
 def _shard_files(path: Path) -> list[Path]:
     index = path / INDEX_FILE
     single = path / SINGLE_FILE
@@ -89,9 +134,9 @@ def _shard_files(path: Path) -> list[Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
-        names = sorted({f for k, f in weight_map.items() if k.startswith(PREFIX)})
+        names = sorted({f for k, f in weight_map.items() if k.startswith(PREFIXES)})
         if not names:
-            raise CheckpointError(f"{index} maps no 'visual.*' tensors: is this a Qwen2-VL/Qwen2.5-VL snapshot?")
+            raise CheckpointError(f"{index} maps no 'visual.*' or 'model.visual.*' tensors: is this a Qwen-VL snapshot?")
         missing = [n for n in names if not (path / n).exists()]
         if missing:
             raise CheckpointError(f"shards listed in {index.name} are missing from {path}: {missing} "
@@ -125,13 +170,16 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
     weights: dict[str, np.ndarray] = {}
     wrong: list[str] = []
     extra: list[str] = []
+    seen_prefixes: set[str] = set()
     for file in _shard_files(path):
         try:
             with safe_open(file, framework="numpy") as f:
                 for key in f.keys():
-                    if not key.startswith(PREFIX):
+                    prefix = next((p for p in PREFIXES if key.startswith(p)), None)
+                    if prefix is None:
                         continue
-                    name = key[len(PREFIX):]
+                    seen_prefixes.add(prefix)
+                    name = key[len(prefix):]
                     if name not in expected:
                         extra.append(name)
                         continue
@@ -151,14 +199,18 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
                                   "or corrupt: download it again") from None
         except OSError as exc:
             raise CheckpointError(f"cannot read {file}: {exc}") from None
-    missing = sorted(set(expected) - set(weights) - {w.split(":")[0][len(PREFIX):] for w in wrong})
+    if len(seen_prefixes) > 1:
+        raise CheckpointError(f"{path} holds vision tensors under both 'visual.' and 'model.visual.'; a snapshot "
+                              "uses one layout. Remove the stray copy (a merge of two checkpoints?)")
+    prefix = next(iter(seen_prefixes), checkpoint_prefix(cfg))
+    missing = sorted(set(expected) - set(weights) - {w.split(":")[0][len(prefix):] for w in wrong})
     extra = sorted(extra)
     if missing or extra or wrong:
-        lines = [f"the visual.* tensors in {path} do not match the {cfg.family} config ({cfg.summary()}):"]
+        lines = [f"the {prefix}* tensors in {path} do not match the {cfg.family} config ({cfg.summary()}):"]
         if missing:
-            lines.append(f"  missing ({len(missing)}): " + ", ".join(PREFIX + k for k in missing))
+            lines.append(f"  missing ({len(missing)}): " + ", ".join(prefix + k for k in missing))
         if extra:
-            lines.append(f"  unexpected ({len(extra)}): " + ", ".join(PREFIX + k for k in extra))
+            lines.append(f"  unexpected ({len(extra)}): " + ", ".join(prefix + k for k in extra))
         if wrong:
             lines.append(f"  wrong shape ({len(wrong)}): " + "; ".join(wrong))
         lines.append("Check that config.json belongs to these weights.")
@@ -176,7 +228,7 @@ def random_weights(cfg: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in expected_shapes(cfg).items():
-        if name.endswith(("norm1.weight", "norm2.weight", "ln_q.weight")):
+        if name.endswith(("norm1.weight", "norm2.weight", "ln_q.weight", "norm.weight")):
             w = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
         elif name.endswith(".bias"):
             w = 0.02 * rng.standard_normal(shape, dtype=np.float32)
@@ -189,8 +241,9 @@ def random_weights(cfg: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np.ndarray], dtype="bfloat16",
-                    max_shard_bytes: int | None = None) -> Path:
-    """Write ``config.json`` and the weights (prefixed ``visual.``) as safetensors in ``dtype``.
+                    max_shard_bytes: int | None = None, prefix: str | None = None) -> Path:
+    """Write ``config.json`` and the weights as safetensors in ``dtype``, prefixed as the family's releases are
+    (``visual.`` for Qwen2/2.5-VL, ``model.visual.`` for Qwen3-VL / Qwen3.5) unless ``prefix`` is given.
 
     With ``max_shard_bytes`` the tensors are split over shards with a ``model.safetensors.index.json``,
     as large Hugging Face snapshots are.
@@ -199,11 +252,15 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np
 
     if dtype not in _DISK_DTYPES:
         raise CheckpointError(f"dtype must be one of {sorted(_DISK_DTYPES)}, got {dtype!r}")
+    if prefix is None:
+        prefix = checkpoint_prefix(vision_config_from_dict(config))
+    if prefix not in PREFIXES:
+        raise CheckpointError(f"prefix must be one of {PREFIXES}, got {prefix!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = dict(config, torch_dtype=dtype)
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    disk = {PREFIX + k: np.ascontiguousarray(v.astype(_DISK_DTYPES[dtype])) for k, v in weights.items()}
+    disk = {prefix + k: np.ascontiguousarray(v.astype(_DISK_DTYPES[dtype])) for k, v in weights.items()}
     if max_shard_bytes is None:
         save_file(disk, str(path / SINGLE_FILE), metadata={"format": "pt"})
         return path
@@ -226,14 +283,16 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np
 
 
 def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, dtype: str = "bfloat16",
-                           max_shard_bytes: int | None = None, **vision_overrides) -> Path:
+                           max_shard_bytes: int | None = None, prefix: str | None = None, **vision_overrides) -> Path:
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
     ``preset``: one of :data:`qvlearn.config.PRESETS` (``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``,
     ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``). ``vision_overrides`` change vision_config fields, e.g.
     ``depth=4`` for a shallow full-width tower. ``dtype``: ``bfloat16`` (as released), ``float16`` or
-    ``float32``. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
+    ``float32``. ``prefix``: ``"visual."`` or ``"model.visual."`` (default: as the family's releases). Returns the
+    directory, which :func:`qvlearn.load_encoder` opens like a download.
     """
     config = preset_config_dict(preset, **vision_overrides)
     cfg = vision_config_from_dict(config, source=f"preset {preset}")
-    return save_checkpoint(path, config, random_weights(cfg, seed), dtype=dtype, max_shard_bytes=max_shard_bytes)
+    return save_checkpoint(path, config, random_weights(cfg, seed), dtype=dtype, max_shard_bytes=max_shard_bytes,
+                           prefix=prefix)

@@ -42,6 +42,22 @@ def mixed_batch():
     return qvlearn.preprocess(images=[odd, square], videos=[video])
 
 
+@pytest.fixture(scope="session")
+def mixed_batch_qwen3():
+    """The third generation's batch: two images of odd sizes preprocessed as Qwen3-VL is (16-px patches,
+    mean = std = 0.5; 64 .. 16384 merged tokens), then a 3-frame video's rows (padded to two frame pairs)."""
+    from qvlearn.preprocessing import patchify, rescale_and_normalize
+
+    rng = np.random.default_rng(2)
+    odd = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    tall = rng.integers(0, 256, (700, 200, 3), dtype=np.uint8)
+    images, image_grid = qvlearn.preprocess(images=[odd, tall], family="qwen3_vl")
+    frames = rng.integers(0, 256, (3, 64, 96, 3), dtype=np.uint8)
+    frames = np.concatenate([frames, frames[-1:]])
+    video, video_grid = patchify(rescale_and_normalize(frames, (0.5,) * 3, (0.5,) * 3), patch_size=16)
+    return np.concatenate([images, video]), np.concatenate([image_grid, [video_grid]])
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         qvlearn.get_backend("cupy")

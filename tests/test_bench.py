@@ -23,7 +23,7 @@ def test_bench_tiny_prints_every_column(tmp_path):
     header = next(line for line in text.splitlines() if line.startswith("| tower"))
     assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
     rows = [line for line in text.splitlines() if line.startswith("| tiny-")]
-    assert len(rows) == 2 and not any("failed" in r for r in rows)
+    assert len(rows) == len(qvlearn.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == len(COLUMNS) and all(cells)
@@ -42,6 +42,11 @@ def test_flop_count_by_hand():
     by_hand = (2 * n * 1176 * D + 32 * (2 * n * D * 4 * D + 2 * 2 * n * D * I + 4 * n * n * D)
                + 2 * (n // 4) * 4 * D * (4 * D + 1536))
     assert forward_flops(cfg, [(1, 42, 56)]) == by_hand
+    q3 = qvlearn.preset_config("qwen3-vl-8b")                     # full attention everywhere, 3 DeepStack mergers
+    n, D, I, M = 1008, 1152, 4304, 4 * 1152
+    by_hand = (2 * n * 1536 * D + 27 * (2 * n * D * 4 * D + 2 * 2 * n * D * I + 4 * n * n * D)
+               + 4 * 2 * (n // 4) * M * (M + 4096))
+    assert forward_flops(q3, [(1, 28, 36)]) == by_hand
 
 
 def test_gpu_mode_without_a_gpu_says_so(tmp_path):
@@ -84,4 +89,4 @@ def test_gpu_bench_tiny_measures_every_case(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in report.read_text().splitlines() if line.startswith("| tiny-")]
-    assert len(rows) == 2 and not any("failed" in r for r in rows), rows
+    assert len(rows) == len(qvlearn.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows), rows

@@ -96,7 +96,7 @@ def test_missing_config(tmp_path, checkpoint):
         qvlearn.load_encoder(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("model_type, hint", [("llama", "not a Qwen2-VL"), ("qwen3_vl", "does not implement")])
+@pytest.mark.parametrize("model_type, hint", [("llama", "not a Qwen2-VL"), ("qwen4_exp", "does not implement")])
 def test_config_of_another_model(tmp_path, checkpoint, model_type, hint):
     snap = _copy(checkpoint, tmp_path)
     config = json.loads((snap / "config.json").read_text())
@@ -183,4 +183,4 @@ def test_random_checkpoint_is_seeded(tmp_path):
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     with pytest.raises(qvlearn.ConfigError, match="unknown preset"):
-        qvlearn.save_random_checkpoint(tmp_path / "d", "qwen3-vl-8b")
+        qvlearn.save_random_checkpoint(tmp_path / "d", "qwen3-vl-9b")

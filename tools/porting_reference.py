@@ -17,23 +17,28 @@ sys.path.insert(0, str(ROOT))
 
 from qvlearn import PRESETS, preset_config  # noqa: E402
 from qvlearn.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
-from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS  # noqa: E402
+from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
-from qvlearn.weights import WEIGHT_ROLES, expected_shapes  # noqa: E402
+from qvlearn.weights import WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
 
 TARGET = ROOT / "docs" / "porting.md"
 
 
 def presets_table() -> str:
-    lines = ["| preset | family | depth | width | heads x head_dim | MLP | act | out | windows (merged) | full blocks "
-             "| tokens/s | rope theta | eps |", "|" + "---|" * 13]
+    lines = ["| preset | family | patch | depth | width | heads x head_dim | MLP | act | out | windows (merged) "
+             "| full blocks | positions | DeepStack | tokens/s | rope theta | eps |", "|" + "---|" * 16]
     for name in PRESETS:
         c = preset_config(name)
         windows = f"{c.window_merged}x{c.window_merged} ({c.window_size} px)" if c.uses_windows else "none"
         full = ", ".join(map(str, c.fullatt_block_indexes)) if c.uses_windows else "all"
-        lines.append(f"| `{name}` | {c.family} | {c.depth} | {c.width} | {c.num_heads} x {c.head_dim} | {c.mlp_width} "
-                     f"| {c.hidden_act} | {c.out_hidden_size} | {windows} | {full} | "
-                     f"{c.tokens_per_second if c.uses_windows else '-'} | {c.rope_theta:g} | {c.eps:g} |")
+        side = c.position_grid_side
+        positions = f"{side}x{side} learned" if side else "-"
+        deepstack = ", ".join(map(str, c.deepstack_visual_indexes)) or "-"
+        lines.append(f"| `{name}` | {c.family} | {c.patch_size} | {c.depth} | {c.width} | {c.num_heads} x {c.head_dim} "
+                     f"| {c.mlp_width} | {c.hidden_act} | {c.out_hidden_size} | {windows} | {full} | {positions} | "
+                     f"{deepstack} | {c.tokens_per_second if c.uses_windows else '-'} | {c.rope_theta:g} | {c.eps:g} |")
+    lines += ["", "Where the third-generation values come from:", ""]
+    lines += [f"* `{name}`: {note}" for name, note in PRESET_NOTES.items()]
     return "\n".join(lines)
 
 
@@ -47,12 +52,14 @@ def defaults_table() -> str:
 def weights_table(preset: str) -> str:
     cfg = preset_config(preset)
     shapes = expected_shapes(cfg)
-    lines = ["| name (prefix `visual.`; `{i}` = 0.." + str(cfg.depth - 1) + ") | shape | role |", "|---|---|---|"]
+    lines = [f"| name (prefix `{checkpoint_prefix(cfg)}`; `{{i}}` = 0..{cfg.depth - 1}) | shape | role |", "|---|---|---|"]
     for name, shape in shapes.items():
         if name.startswith("blocks.") and not name.startswith("blocks.0."):
             continue
-        short = name.split(".", 2)[2] if name.startswith("blocks.") else name
-        shown = name.replace("blocks.0.", "blocks.{i}.")
+        if name.startswith("deepstack_merger_list.") and not name.startswith("deepstack_merger_list.0."):
+            continue
+        short = name.split(".", 2)[2] if name.startswith("blocks.") else name.replace("_list.0.", "_list.{j}.")
+        shown = name.replace("blocks.0.", "blocks.{i}.").replace("_list.0.", "_list.{j}.")
         lines.append(f"| `{shown}` | {tuple(shape)} | {WEIGHT_ROLES[short]} |")
     total = sum(int(__import__('math').prod(s)) for s in shapes.values())
     lines.append(f"\n{len(shapes)} tensors, {total:,} parameters.")
@@ -78,7 +85,7 @@ def page() -> str:
     std = ", ".join(map(str, OPENAI_CLIP_STD))
     return f"""# Porter's reference
 
-Everything a port of the Qwen2-VL / Qwen2.5-VL vision tower must reproduce, as qvlearn implements and tests it
+Everything a port of the Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 vision tower must reproduce, as qvlearn implements and tests it
 against transformers 5.23. Generated from the code by `python tools/porting_reference.py` (a test fails when this
 page and the code disagree). The stage-by-stage walk-through is the course (`notebooks/`); the tap format and
 `compare` are in the README.
@@ -99,6 +106,11 @@ merger output (the LLM width).
   i.e. the LLM width), `hidden_act`, `patch_size`, `temporal_patch_size`, `spatial_merge_size`, `in_channels`.
 * Qwen2.5-VL: `depth`, `hidden_size` (**the ViT width**), `intermediate_size`, `num_heads`, `out_hidden_size`,
   `hidden_act`, `window_size` (pixels), `fullatt_block_indexes`, `tokens_per_second`, and the same patch keys.
+* Qwen3-VL / Qwen3.5 (and their MoE models, same tower): `depth`, `hidden_size` (the ViT width),
+  `intermediate_size`, `num_heads`, `out_hidden_size`, `hidden_act` (`gelu_pytorch_tanh`), `patch_size` (16),
+  `num_position_embeddings` (a square: 2304 = 48 x 48), and for Qwen3-VL `deepstack_visual_indexes`. Qwen3.5's
+  released `vision_config` says `"model_type": "qwen3_5"` and carries `deepstack_visual_indexes: []`, which its
+  class drops. `qwen4_exp` has its own vision model and is refused by name.
 * Aliases (transformers' `attribute_map`): {aliases}.
 * Rotary: `rope_parameters.rope_theta` (5.x) or `rope_theta`, default 10000; `rope_type` must be `axial`
   (or `default`).
@@ -122,6 +134,11 @@ merger output (the LLM width).
 | SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/layers.py` |
 | merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/merger.py` |
 | LLM M-RoPE theta | 1e6, head_dim 128, `mrope_section` [16, 24, 24] | `qvlearn/bridge.py` |
+| Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | `qvlearn/norms.py` |
+| Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | `qvlearn/layers.py` |
+| Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | `qvlearn/pos_embed.py` |
+| Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | `qvlearn/merger.py` |
+| Qwen3-VL LLM M-RoPE | interleaved (`mrope_interleaved`), `mrope_section` [24, 20, 20]: frequency i follows h if i % 3 == 1, w if i % 3 == 2 (below 3 x section), else t | `qvlearn/bridge.py` |
 
 ## 4. Preprocessing
 
@@ -145,10 +162,18 @@ merger output (the LLM width).
   rows of 1176 = (channel, temporal, row-in-patch, col-in-patch), 2x2 merge blocks in raster order, the 4
   patches of a block in order (0,0), (0,1), (1,0), (1,1).
 
+* **Qwen3-VL / Qwen3.5 images**: the same processor class with patch 16 (factor 32), mean = std = 0.5 and
+  65536 .. 16777216 pixels (`qvlearn.preprocess(..., family="qwen3_vl")`); rows of 3 x 2 x 16 x 16 = 1536.
+  Their **videos** follow `Qwen3VLVideoProcessor`: one pixel budget over frames x H x W (class defaults
+  131072 .. 786432; the rounding of `qvlearn.preprocessing.qwen3_video_size`), frames sampled by
+  `int(total / video_fps * 2)` clamped to [4, min(768, total)] at `linspace(0, total - 1, n)` rounded, and a
+  `<t.t seconds>` timestamp per frame pair (the mean of its two frames' times).
+
 ## 5. Weights: names, shapes, roles
 
-Checkpoint names carry the prefix `visual.` (the loader also reads shards listed in
-`model.safetensors.index.json`). A `Linear` stores its weight as `[out, in]`: `y = x @ W.T + b`.
+Checkpoint names carry the prefix `visual.` (Qwen2/2.5-VL releases) or `model.visual.` (Qwen3-VL / Qwen3.5
+releases, transformers 5.x saves); the loader reads either, and shards listed in `model.safetensors.index.json`.
+A `Linear` stores its weight as `[out, in]`: `y = x @ W.T + b`.
 
 ### Qwen2-VL (`qwen2-vl-2b`)
 
@@ -157,6 +182,12 @@ Checkpoint names carry the prefix `visual.` (the loader also reads shards listed
 ### Qwen2.5-VL (`qwen2.5-vl-7b`)
 
 {weights_table("qwen2.5-vl-7b")}
+
+### Qwen3-VL (`qwen3-vl-8b`)
+
+{weights_table("qwen3-vl-8b")}
+
+Qwen3.5 (`qwen3.5-27b`) has the same tensors without `deepstack_merger_list`.
 
 ## 6. Bugs that break ports, and where compare pins them
 
