@@ -140,6 +140,21 @@ def exp_(x):
     return xp.exp(x, out=x) if supports_out(xp) else xp.exp(x)
 
 
+def exp2_(x):
+    """``2 ** x``, in place where the backend allows it. NumPy's and CuPy's ``exp2`` (not in the array API
+    standard: elsewhere ``exp(x * ln 2)``) is faster than ``exp``: the exponent needs no change of base. The
+    softmax uses it on scores already multiplied by ``log2(e)``."""
+    xp = array_namespace(x)
+    if supports_out(xp):
+        return xp.exp2(x, out=x)
+    x *= LN2
+    return xp.exp(x)
+
+
+LN2 = 0.6931471805599453
+LOG2_E = 1.4426950408889634
+
+
 def widen_bf16(bits):
     """bf16 weights kept as their uint16 bit patterns -> float32: the 16 bits become the top half of the
     float32 (exact, as torch's ``.float()``). Used to widen one block at a time."""
@@ -186,4 +201,4 @@ def _erf_rational(x, xp):
     return x * p / q
 
 
-__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp_", "supports_out", "array_namespace"]
+__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp_", "exp2_", "supports_out", "array_namespace"]

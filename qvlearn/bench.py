@@ -28,13 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = [  # (preset, resized height, resized width): multiples of 28 (32 for Qwen3), kept as they are
+CASES = [  # (preset, resized height, resized width): multiples of 28 (32 for Qwen3), kept as they are;
+    # 1024, 2352 (2304 for Qwen3's 16-pixel patches) and 9216 patches in each family
     ("qwen2.5-vl-7b", 448, 448), ("qwen2.5-vl-7b", 588, 784), ("qwen2.5-vl-7b", 1344, 1344),
     ("qwen2-vl-2b", 448, 448), ("qwen2-vl-2b", 588, 784), ("qwen2-vl-2b", 1344, 1344),
-    ("qwen3-vl-8b", 448, 448), ("qwen3-vl-8b", 576, 768), ("qwen3-vl-8b", 1344, 1344),
+    ("qwen3-vl-8b", 512, 512), ("qwen3-vl-8b", 768, 768), ("qwen3-vl-8b", 1536, 1536),
 ]
 TINY_CASES = [("tiny-qwen2.5-vl", 112, 112), ("tiny-qwen2-vl", 112, 168), ("tiny-qwen3-vl", 128, 192)]
-BIG_CASE = ("qwen2-vl-2b", 1792, 1792)  # 16384 patches, full attention: a memory test
+BIG_CASES = [  # 16384 patches, timed and measured for memory on towers cut to their first blocks (preset, h, w, depth):
+    # 4 blocks, all full attention, for Qwen2-VL and Qwen3-VL; 8 for Qwen2.5-VL, whose first full block is the 8th
+    ("qwen2-vl-2b", 1792, 1792, 4), ("qwen2.5-vl-7b", 1792, 1792, 8), ("qwen3-vl-8b", 2048, 2048, 4),
+]
+BUSY_CASES = [("qwen2-vl-2b", 588, 784)]  # run again beside a competing process
+COMPETITOR = ("import numpy as np\n"  # one core's worth of float32 matmuls, forever (killed by the benchmark)
+              "a = np.ones((1024, 1024), dtype=np.float32)\n"
+              "while True:\n    a @ a\n")
 LARGE = 5000  # cases with more patches are timed once, without warm-up
 
 
@@ -57,6 +65,21 @@ def forward_flops(cfg, grid_thw) -> int:
     merger = 2 * (n // cfg.merge_unit) * M * (M + cfg.out_hidden_size)
     merger *= 1 + len(cfg.deepstack_visual_indexes)  # Qwen3-VL's DeepStack mergers have the same shape
     return 2 * n * cfg.patch_dim * D + cfg.depth * per_block + attention + merger
+
+
+def shortened(preset: str, depth: int) -> dict:
+    """Vision overrides that cut ``preset`` to its first ``depth`` blocks (none when ``depth`` is 0): the lists
+    naming blocks (full-attention blocks, DeepStack taps) keep the blocks that remain."""
+    if not depth:
+        return {}
+    from .config import preset_config_dict
+
+    vision = preset_config_dict(preset).get("vision_config", {})
+    overrides = {"depth": depth}
+    for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
+        if key in vision:
+            overrides[key] = [i for i in vision[key] if i < depth]
+    return overrides
 
 
 def matmul_gflops(size: int = 4096, repeat: int = 5) -> float:
@@ -97,8 +120,7 @@ def worker(args) -> dict:
     from .course import model_dir
     from .preprocessing import preprocess
 
-    overrides = {"depth": args.depth} if args.depth else {}
-    path = model_dir(args.preset, **overrides)
+    path = model_dir(args.preset, **shortened(args.preset, args.depth))
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     pixel_values, grid_thw = preprocess(images=[image], family=preset_config(args.preset).family,
@@ -339,7 +361,7 @@ def build_report(results, peak_gflops, command) -> str:
         if "error" in ours:
             lines.append(f"| {ours['preset']} | {ours['height']}x{ours['width']} | failed: {ours['error']} |")
             continue
-        cfg = preset_config(ours["preset"], **({"depth": ours["depth"]} if ours.get("depth") else {}))
+        cfg = preset_config(ours["preset"], **shortened(ours["preset"], ours.get("depth") or 0))
         flops = forward_flops(cfg, ours["grid_thw"])
         rate = flops / ours["median"] / 1e9
         t_ref = theirs.get("median") if theirs and "error" not in theirs else None
@@ -348,6 +370,7 @@ def build_report(results, peak_gflops, command) -> str:
         ref_mem = _gb(theirs["peak_rss"]) if t_ref else "n/a"
         name = ours["preset"] + (f" ({ours['depth']} blocks)" if ours.get("depth") else "")
         name += " bf16-resident" if ours.get("weights_dtype") == "bfloat16" else ""
+        name += " **busy**" if ours.get("busy") else ""
         lines.append(f"| {name} | {ours['height']}x{ours['width']} | {ours['patches']} | {ours['median']:.2f} | {ref_s} | "
                      f"{ratio} | {flops / 1e9:.0f} | {rate:.0f} | {rate / peak_gflops:.0%} | {_gb(ours['peak_rss'])} | "
                      f"{ref_mem} | {_gb(_f32_bytes(cfg))} |")
@@ -357,7 +380,8 @@ def build_report(results, peak_gflops, command) -> str:
         "the reference is transformers 5.23 on torch CPU, float32, `attn_implementation=\"sdpa\"`; both on the same",
         "seeded random-weight checkpoint (bf16 on disk) and the same image, on the same machine and threads, in one run.",
         "Times are medians of the timed forwards after warm-up (cases above 5000 patches: one forward, no warm-up).",
-        "Peak RSS is the peak resident memory of the process during the timed forwards (libraries and weights included).", "",
+        "Peak RSS is the peak resident memory of the process during the timed forwards (libraries and weights included).",
+        "Rows marked **busy** ran while another process kept one core busy with single-threaded float32 matmuls.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_name()}), NumPy {np.__version__}; "
         f"measured float32 matmul throughput (NumPy, best of 2048^3 and 4096^3 products): **{peak_gflops:.0f} GFLOP/s**.", "",
         f"Command: `{command}`", "",
@@ -387,10 +411,12 @@ def plot(results, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, preset in zip(axes, sorted({r[0]["preset"] for r in results})):
+    presets = sorted({r[0]["preset"] for r in results if "error" not in r[0] and not r[0].get("depth")
+                      and not r[0].get("busy")})
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
         rows = [(o, t) for o, t in results if o["preset"] == preset and "error" not in o and not o.get("depth")
-                and o.get("weights_dtype", "float32") == "float32"]
+                and o.get("weights_dtype", "float32") == "float32" and not o.get("busy")]
         rows.sort(key=lambda r: r[0]["patches"])
         ax.plot([o["patches"] for o, _ in rows], [o["median"] for o, _ in rows], marker="o", label="qvlearn (NumPy)")
         ref = [(o["patches"], t["median"]) for o, t in rows if t and "median" in t]
@@ -411,9 +437,12 @@ def main(argv=None) -> int:
                         help="the GPU cases: qvlearn on CuPy against transformers on CUDA (float32 and bf16)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--big-depth", type=int, default=4,
-                        help="blocks of the 2B-shape tower for the 1792x1792 memory case (0: skip it)")
-    parser.add_argument("--big-only", action="store_true", help="run only the 1792x1792 memory case")
+    parser.add_argument("--big-depth", type=int, default=None,
+                        help="blocks of the towers in the 16384-patch cases (default: 4, and 8 for Qwen2.5-VL; "
+                             "0: skip them)")
+    parser.add_argument("--big-only", action="store_true", help="run only the 16384-patch cases")
+    parser.add_argument("--no-busy", action="store_true",
+                        help="skip the runs beside a competing process (another process busy on one core)")
     parser.add_argument("--report", default=None, help="write the Markdown report here (default: print only)")
     parser.add_argument("--plot", default=None, help="write the time-vs-patches plot here")
     parser.add_argument("--worker", choices=["qvlearn", "transformers", "load"], help=argparse.SUPPRESS)
@@ -456,11 +485,13 @@ def cpu_main(args) -> str:
             bf16 = run_case("qvlearn", preset, h, w, repeat, warmup, weights_dtype="bfloat16")
             results.append((bf16, None))
             print(json.dumps(bf16), flush=True)
-    if not args.tiny and args.big_depth:
-        preset, h, w = BIG_CASE
-        pair = tuple(run_case(impl, preset, h, w, 1, 0, depth=args.big_depth) for impl in ("qvlearn", "transformers"))
+    for preset, h, w, depth in [] if args.tiny or args.big_depth == 0 else BIG_CASES:
+        depth = args.big_depth or depth
+        pair = tuple(run_case(impl, preset, h, w, 1, 0, depth=depth) for impl in ("qvlearn", "transformers"))
         results.append(pair)
         print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
+    if not args.tiny and not args.big_only and not args.no_busy:
+        results += busy_runs(args)
     load = None
     if not args.big_only:
         load = run_load(TINY_CASES[0][0] if args.tiny else "qwen2.5-vl-7b")
@@ -471,12 +502,31 @@ def cpu_main(args) -> str:
             + "\n")
 
 
+def busy_runs(args) -> list:
+    """:data:`BUSY_CASES` again while another process keeps one core busy with single-threaded float32 matmuls
+    (both implementations keep their usual thread counts): how each degrades on a shared machine."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR], env=env)
+    results = []
+    try:
+        for preset, h, w in BUSY_CASES:
+            pair = tuple(run_case(impl, preset, h, w, args.repeat, args.warmup) for impl in ("qvlearn", "transformers"))
+            for r in pair:
+                r["busy"] = 1
+            results.append(pair)
+            print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
+    finally:
+        competitor.kill()
+        competitor.wait()
+    return results
+
+
 def gpu_main(args) -> str:
     name, why, torch_cuda = gpu_status()
     if name is None:
         return (f"# GPU benchmark\n\nNo GPU on this machine ({why}): the GPU cases were not measured; the CPU "
                 "results (`python -m qvlearn.bench`) stand.\n")
-    cases = TINY_CASES if args.tiny else CASES + [BIG_CASE]
+    cases = TINY_CASES if args.tiny else CASES + [c[:3] for c in BIG_CASES]  # a GPU runs them at full depth
     rows = []
     for preset, h, w in cases:
         repeat, warmup = (1, 1) if args.tiny else (args.repeat, args.warmup)
