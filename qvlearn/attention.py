@@ -24,7 +24,7 @@ from array_api_compat import array_namespace, is_numpy_namespace
 
 from .backend import LOG2_E, exp2_
 from .layers import linear
-from .parallel import cores, run_parts, split_bounds
+from .parallel import cores, parallel_concat, run_parts, split_bounds
 from .rotary import apply_rotary
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -75,9 +75,10 @@ class SegmentPlan:
 
 
 # The row sums of exp(scores) inside which the max-free softmax is exact to float32 rounding (see
-# segment_attention): the largest term is then >= 1e-20 / keys, so every term that matters is a normal float,
-# and nothing (exp, the sum, or exp(scores) @ v for |v| < 1e18) overflows.
-SAFE_SUM_RANGE = (1e-20, 1e20)
+# segment_attention): the largest term is then >= 1e-20 / keys, so every term that matters (>= 2**-24 of it) is
+# a normal float, and neither exp nor the sum overflowed (the largest score is at most ~80.6; float32's exp
+# overflows above 88.7). exp(scores) @ v may still overflow for large v: the output is checked to be finite.
+SAFE_SUM_RANGE = (1e-20, 1e35)
 CPU_KEY_BLOCK = 512  # keys per score tile on CPU threads (measured: 256-2048 within 5%, 512 best)
 
 
@@ -95,16 +96,15 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
       ``[queries, d]`` output. Softmax is shift-invariant, so this
       is the same mathematics as subtracting the max, with two fewer passes over the scores and no
       rescaling between key blocks. It is exact to float32 rounding whenever the row sum lies in
-      :data:`SAFE_SUM_RANGE` (no term overflowed, the largest is a normal float); a chunk with any other
-      row (scores above ~46 or all below ~-60, or non-finite) is recomputed by :func:`online_softmax_attention`,
-      the max-subtracting form.
+      :data:`SAFE_SUM_RANGE` (no term overflowed, the largest is a normal float) and the output is finite;
+      a chunk with any other row (a score above ~80, all scores below ~-60, a large ``v``, a NaN) is
+      recomputed by :func:`online_softmax_attention`, the max-subtracting form.
 
     The float32 roundings differ from transformers' order by about 1e-7 relative.
     """
     xp = array_namespace(q, k, v)
     n, heads, d = q.shape
     q = q * (scale * LOG2_E)  # base-2 scores
-    lo, hi = SAFE_SUM_RANGE
     outputs = []
     for g in plan.groups:
         L, G = g.length, g.count
@@ -129,7 +129,7 @@ def segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_bytes: int
                 qc = qg[s0:s1, :, q0:min(L, q0 + q_chunk), :]  # [g, h, c, d]
                 with np.errstate(over="ignore", invalid="ignore"):  # such rows are caught below
                     out, denominator = _max_free_softmax_v(qc, kts, vs, kb)
-                if not bool(xp.all((denominator >= lo) & (denominator <= hi))):
+                if not _max_free_ok(out, denominator):
                     out = online_softmax_attention(qc, kts, vs, kb)  # large, tiny or non-finite scores
                 else:
                     out /= denominator
@@ -158,6 +158,14 @@ def _max_free_softmax_v(q, kt, v, key_block: int):
             out += pv
             denominator += row_sums
     return out, denominator
+
+
+def _max_free_ok(out, denominator) -> bool:
+    """Whether a tile's max-free result may be kept: every row sum in :data:`SAFE_SUM_RANGE` and the
+    ``[queries, d]`` output finite (a check on ``d`` numbers per query, not on the scores)."""
+    xp = array_namespace(out, denominator)
+    lo, hi = SAFE_SUM_RANGE
+    return bool(xp.all((denominator >= lo) & (denominator <= hi))) and bool(xp.all(xp.isfinite(out)))
 
 
 def online_softmax_attention(q, kt, v, key_block: int):
@@ -206,7 +214,7 @@ def parallel_segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_b
     parts = run_parts(lambda a, b: segment_attention(q[:, a:b], k[:, a:b], v[:, a:b], plan, scale, part_bytes,
                                                      CPU_KEY_BLOCK),
                       split_bounds(heads, heads))
-    return xp.concat(parts, axis=1)
+    return parallel_concat(parts, axis=1)
 
 
 def qkv_rotary(x, qkv_weight, qkv_bias, cos, sin, num_heads: int):

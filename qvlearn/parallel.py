@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from array_api_compat import array_namespace, is_numpy_namespace
 
 MIN_ROWS_PER_PART = 64  # below this, threads cost more than they save
@@ -70,5 +72,28 @@ def row_parallel(fn, x):
         return fn(0, n)
     results = run_parts(fn, split_bounds(n, parts))
     if isinstance(results[0], tuple):
-        return tuple(xp.concat([r[i] for r in results], axis=0) for i in range(len(results[0])))
-    return xp.concat(results, axis=0)
+        return tuple(parallel_concat([r[i] for r in results], axis=0) for i in range(len(results[0])))
+    return parallel_concat(results, axis=0)
+
+
+def parallel_concat(arrays, axis: int):
+    """``np.concatenate(arrays, axis)`` (NumPy arrays), each part copied into place by its own thread: the
+    concatenations after the parts (the q, k, v of a block: 36 MB at 2352 patches of the 2B shape) would
+    otherwise be single-threaded copies."""
+    if len(arrays) == 1:
+        return arrays[0]
+    shape = list(arrays[0].shape)
+    edges = [0]
+    for a in arrays:
+        edges.append(edges[-1] + a.shape[axis])
+    shape[axis] = edges[-1]
+    out = np.empty(shape, dtype=arrays[0].dtype)
+
+    def copy(i, _):
+        index = [slice(None)] * out.ndim
+        index[axis] = slice(edges[i], edges[i + 1])
+        out[tuple(index)] = arrays[i]
+    with single_threaded_blas():
+        for f in [_pool().submit(copy, i, i + 1) for i in range(len(arrays))]:
+            f.result()
+    return out

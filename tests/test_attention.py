@@ -79,9 +79,9 @@ def test_tiny_scores_take_the_max_subtracting_path():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_without_the_fallback_the_check_would_fail(monkeypatch):
-    """The guard is what keeps large scores right: with an unbounded 'safe' range the result is not finite."""
+    """The guard is what keeps large scores right: without it the result is not finite."""
     q, k, v = qkv(200, q_scale=60.0)
-    monkeypatch.setattr(attention, "SAFE_SUM_RANGE", (0.0, np.inf))
+    monkeypatch.setattr(attention, "_max_free_ok", lambda out, denominator: True)
     out = segment_attention(q, k, v, SegmentPlan.build(np.array([0, 200]), np.asarray), 0.25, key_block=64)
     assert not np.all(np.isfinite(out))
 
@@ -102,6 +102,25 @@ def test_online_softmax_matches_sdpa_at_any_scale():
         base2 = t(q) * np.float32(0.25 * LOG2_E)  # the kernel exponentiates base 2
         out = online_softmax_attention(base2, np.swapaxes(t(k), -1, -2), t(v), 10)
         assert_as_close_as_torch_float32(out.transpose(1, 0, 2), q, k, v, [0, 96], 0.25)
+
+
+@pytest.mark.parametrize("score, v_scale, falls_back", [(75.0, 1.0, False), (85.0, 1.0, True), (40.0, 1e30, True)])
+def test_the_edges_of_the_safe_range(monkeypatch, score, v_scale, falls_back):
+    """A top score of 75 stays on the fast path (row sums ~1e32); 85 overflows the sum's range; values of 1e30
+    overflow exp(s) @ v: both are caught and recomputed."""
+    rng = np.random.default_rng(2)
+    q, k, v = qkv(64)
+    k[:] = rng.standard_normal((64, 4, 16)).astype(np.float32) * 0.1
+    k[7] = q[3] / np.linalg.norm(q[3], axis=-1, keepdims=True) ** 2 * score  # q[3] . k[7] = score, per head
+    v *= np.float32(v_scale)
+    cu = [0, 64]
+    calls = []
+    original = attention.online_softmax_attention
+    monkeypatch.setattr(attention, "online_softmax_attention", lambda *a: calls.append(1) or original(*a))
+    out = segment_attention(q, k, v, SegmentPlan.build(np.array(cu), np.asarray), 1.0, key_block=16)
+    assert bool(calls) == falls_back
+    assert np.all(np.isfinite(out))
+    assert_as_close_as_torch_float32(out, q, k, v, cu, 1.0)
 
 
 def test_nan_is_not_hidden():
