@@ -20,6 +20,9 @@ import numpy as np
 from array_api_compat import array_namespace, is_numpy_namespace
 
 MIN_ROWS_PER_PART = 64  # below this, threads cost more than they save
+MAX_ROWS_PER_PART = 1536  # above this, more rounds of parts: the MLP's [rows, 4D] temporaries stay near the caches
+# (measured: the row-parallel work of 4 Qwen2-VL-2B blocks at 16384 patches 15.1 s -> 11.6 s; 7B at 9216, -10%;
+# 2352 patches stay at one part per core, where thinner matmuls were slower)
 
 _POOL: ThreadPoolExecutor | None = None
 _CONTROLLER = None
@@ -70,6 +73,7 @@ def row_parallel(fn, x):
     parts = min(cores(), n // MIN_ROWS_PER_PART)
     if parts < 2 or not is_numpy_namespace(xp):
         return fn(0, n)
+    parts *= -(-n // (parts * MAX_ROWS_PER_PART))  # a whole number of rounds of at most MAX_ROWS_PER_PART rows
     results = run_parts(fn, split_bounds(n, parts))
     if isinstance(results[0], tuple):
         return tuple(parallel_concat([r[i] for r in results], axis=0) for i in range(len(results[0])))
