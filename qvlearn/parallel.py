@@ -66,8 +66,9 @@ def split_bounds(n: int, parts: int) -> list[int]:
 
 def row_parallel(fn, x):
     """``fn(start, stop)`` computes rows ``start:stop`` of a row-wise computation over the rows of ``x``
-    and returns an array or a tuple of arrays. Returns what ``fn(0, len(x))`` would, computed in one part
-    per core on NumPy (concatenated along axis 0), in one call on other backends."""
+    and returns an array or a tuple of arrays. Returns what ``fn(0, len(x))`` would, computed on NumPy in
+    one part per core, or in a few rounds of such parts when a part would exceed :data:`MAX_ROWS_PER_PART`
+    rows (the parts concatenated along axis 0), and in one call on other backends."""
     xp = array_namespace(x)
     n = x.shape[0]
     parts = min(cores(), n // MIN_ROWS_PER_PART)
