@@ -134,21 +134,12 @@ def supports_out(xp) -> bool:
     return is_numpy_namespace(xp) or is_cupy_namespace(xp)
 
 
-def exp_(x):
-    """``exp(x)``, in place where the backend allows it (saves a pass and an allocation)."""
-    xp = array_namespace(x)
-    return xp.exp(x, out=x) if supports_out(xp) else xp.exp(x)
-
-
 def exp2_(x):
     """``2 ** x``, in place where the backend allows it. NumPy's and CuPy's ``exp2`` (not in the array API
     standard: elsewhere ``exp(x * ln 2)``) is faster than ``exp``: the exponent needs no change of base. The
     softmax uses it on scores already multiplied by ``log2(e)``."""
     xp = array_namespace(x)
-    if supports_out(xp):
-        return xp.exp2(x, out=x)
-    x *= LN2
-    return xp.exp(x)
+    return xp.exp2(x, out=x) if supports_out(xp) else xp.exp(x * LN2)
 
 
 LN2 = 0.6931471805599453
@@ -201,4 +192,4 @@ def _erf_rational(x, xp):
     return x * p / q
 
 
-__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp_", "exp2_", "supports_out", "array_namespace"]
+__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp2_", "supports_out", "array_namespace"]

@@ -87,18 +87,14 @@ def parallel_concat(arrays, axis: int):
     otherwise be single-threaded copies."""
     if len(arrays) == 1:
         return arrays[0]
+    edges = np.cumsum([0] + [a.shape[axis] for a in arrays])
     shape = list(arrays[0].shape)
-    edges = [0]
-    for a in arrays:
-        edges.append(edges[-1] + a.shape[axis])
-    shape[axis] = edges[-1]
+    shape[axis] = int(edges[-1])
     out = np.empty(shape, dtype=arrays[0].dtype)
 
-    def copy(i, _):
+    def copy(i, _):  # part i into out[..., edges[i]:edges[i + 1], ...]
         index = [slice(None)] * out.ndim
-        index[axis] = slice(edges[i], edges[i + 1])
+        index[axis] = slice(int(edges[i]), int(edges[i + 1]))
         out[tuple(index)] = arrays[i]
-    with single_threaded_blas():
-        for f in [_pool().submit(copy, i, i + 1) for i in range(len(arrays))]:
-            f.result()
+    run_parts(copy, list(range(len(arrays) + 1)))
     return out
