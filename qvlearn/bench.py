@@ -39,6 +39,14 @@ BIG_CASES = [  # 16384 patches, timed and measured for memory on towers cut to t
     # 4 blocks, all full attention, for Qwen2-VL and Qwen3-VL; 8 for Qwen2.5-VL, whose first full block is the 8th
     ("qwen2-vl-2b", 1792, 1792, 4), ("qwen2.5-vl-7b", 1792, 1792, 8), ("qwen3-vl-8b", 2048, 2048, 4),
 ]
+STEP_CASES = [("qwen2.5-vl-7b", 588, 784), ("qwen2-vl-2b", 588, 784), ("qwen3-vl-8b", 768, 768)]  # per-step profile
+STEPS = [  # (key, what it covers): the steps of a block, as qvlearn.block.vision_block runs them
+    ("projection", "norm1 → qkv (→ RoPE: qvlearn)"),
+    ("attention", "attention (RoPE → attention: transformers)"),
+    ("first half", "norm1 → qkv → RoPE → attention"),
+    ("finish", "proj → residual → norm2 → MLP → residual"),
+    ("block", "whole block"),
+]
 BUSY_CASES = [("qwen2-vl-2b", 588, 784)]  # run again beside a competing process
 COMPETITOR = ("import numpy as np\n"  # one core's worth of float32 matmuls, forever (killed by the benchmark)
               "a = np.ones((1024, 1024), dtype=np.float32)\n"
@@ -161,24 +169,99 @@ def worker(args) -> dict:
                 torch.cuda.synchronize()
         threads = torch.get_num_threads()
     load_seconds = time.perf_counter() - start
+    clock = None
+    if args.steps:
+        clock = _QvlearnSteps() if args.worker == "qvlearn" else _TransformersSteps(model)
     for _ in range(args.warmup):
         run()
     _peak_rss_reset()
     if device_peak:
         device_peak.reset()
-    times = []
+    times, steps = [], None
     for _ in range(args.repeat):
+        if clock:
+            clock.reset()
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
+        if clock and times[-1] == min(times):  # the steps of the fastest forward
+            steps = clock.per_block(times[-1])
     result = dict(impl=args.worker, preset=args.preset, height=args.height, width=args.width,
                   patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
                   median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
                   weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
                   weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype,
-                  peak_device=device_peak.peak() if device_peak else None)
+                  peak_device=device_peak.peak() if device_peak else None, steps=steps)
     print(json.dumps(result))
     return result
+
+
+class _StepClock:
+    """Wall time per named step, summed over one forward; ``per_block`` turns the sums into milliseconds per
+    block plus the seconds spent outside the blocks."""
+
+    def __init__(self):
+        self.seconds, self.blocks = {}, 0
+
+    def reset(self):
+        self.seconds, self.blocks = {}, 0
+
+    def add(self, name, seconds):
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def per_block(self, total) -> dict:
+        out = {name: 1e3 * s / max(1, self.blocks) for name, s in self.seconds.items()}
+        out["outside blocks s"] = total - self.seconds.get("block", 0.0)
+        return out
+
+
+class _QvlearnSteps(_StepClock):
+    """The three steps of every qvlearn block (:func:`qvlearn.block.vision_block`): ``projection`` (norm1, qkv,
+    RoPE: the first ``row_parallel``), ``attention`` and ``finish`` (proj, residual, norm2, MLP, residual: the
+    second ``row_parallel``), timed by wrapping the functions the block calls, in this worker process only."""
+
+    def __init__(self):
+        super().__init__()
+        from . import block, encoder
+
+        row_parallel, attention, vision_block = block.row_parallel, block.parallel_segment_attention, encoder.vision_block
+        names = {"project": "projection", "finish": "finish"}  # the row-wise closures inside vision_block
+
+        def timed(name, fn, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.add(name, time.perf_counter() - t0)
+            return out
+
+        def counted_block(*args, **kwargs):
+            self.blocks += 1
+            return timed("block", vision_block, *args, **kwargs)
+        block.row_parallel = lambda fn, x: timed(names[fn.__name__], row_parallel, fn, x)
+        block.parallel_segment_attention = lambda *a, **k: timed("attention", attention, *a, **k)
+        encoder.vision_block = counted_block
+
+
+class _TransformersSteps(_StepClock):
+    """The same steps in transformers' vision blocks, from forward hooks on ``norm1``, ``attn`` (and its ``qkv``,
+    ``proj``), ``norm2``, ``mlp`` and the block: ``projection`` = norm1 + qkv; ``attention`` = attn - qkv - proj
+    (RoPE, sdpa, reshapes); ``finish`` = block - norm1 - attention - qkv (proj, norm2, MLP, the residuals)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.starts = {}
+        for blk in model.blocks:
+            for name, module in (("block", blk), ("norm1", blk.norm1), ("attn", blk.attn), ("qkv", blk.attn.qkv),
+                                 ("proj", blk.attn.proj), ("norm2", blk.norm2), ("mlp", blk.mlp)):
+                module.register_forward_pre_hook(lambda m, a, name=name: self.starts.__setitem__(name, time.perf_counter()))
+                module.register_forward_hook(lambda m, a, o, name=name: self.add(name, time.perf_counter() - self.starts[name]))
+            blk.register_forward_pre_hook(lambda m, a: setattr(self, "blocks", self.blocks + 1))
+
+    def per_block(self, total) -> dict:
+        raw = super().per_block(total)
+        attention = raw["attn"] - raw["qkv"] - raw["proj"]
+        return {"projection": raw["norm1"] + raw["qkv"], "attention": attention,
+                "finish": raw["block"] - raw["norm1"] - raw["qkv"] - attention, "block": raw["block"],
+                "outside blocks s": raw["outside blocks s"]}
 
 
 class _CupyPeak:
@@ -256,10 +339,11 @@ def _blas_threads():
 
 
 def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32", depth=0, timeout=3600,
-             backend="numpy", device="cpu", torch_dtype="float32") -> dict:
+             backend="numpy", device="cpu", torch_dtype="float32", steps=False) -> dict:
     cmd = [sys.executable, "-m", "qvlearn.bench", "--worker", impl, "--preset", preset, "--height", str(height),
            "--width", str(width), "--repeat", str(repeat), "--warmup", str(warmup), "--weights-dtype", weights_dtype,
            "--depth", str(depth), "--backend", backend, "--device", device, "--torch-dtype", torch_dtype]
+    cmd += ["--steps"] if steps else []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         return dict(impl=impl, preset=preset, height=height, width=width, error=proc.stderr.strip().splitlines()[-1:])
@@ -344,6 +428,36 @@ def build_gpu_report(rows, device_name, torch_cuda=True) -> str:
         ref_mem = _gb(f32["peak_device"]) if t32 and f32.get("peak_device") is not None else "n/a"
         lines.append(f"| {ours['preset']} | {ours['height']}x{ours['width']} | {ours['patches']} | {ours['median']:.3f} | "
                      f"{s32} | {ratio} | {s16} | {ratio16} | {_gb(ours['peak_device'] or 0)} | {ref_mem} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_steps_report(rows) -> str:
+    """``rows``: ``(qvlearn, transformers)`` worker results with ``steps``, one pair per case."""
+    if not rows:
+        return ""
+    lines = ["Where the time goes: milliseconds per block, averaged over the blocks of the fastest of the timed "
+             "forwards (whole towers; qvlearn's steps timed around the functions its block calls, transformers' "
+             "with forward hooks on its modules). RoPE sits on either side of the qkv/attention line, so the first "
+             "half of the block is also given as one step. Outside the blocks: patch embedding, positions, "
+             "mergers and the rest of the forward.", "",
+             "| tower | patches | step | qvlearn ms/block | transformers ms/block | ratio |",
+             "|---|---:|---|---:|---:|---:|"]
+    for ours, theirs in rows:
+        if "error" in ours or "error" in theirs or not ours.get("steps") or not theirs.get("steps"):
+            why = ours.get("error") or theirs.get("error") or "no steps"
+            lines.append(f"| {ours['preset']} | | failed: {why} | | | |")
+            continue
+        a, b = dict(ours["steps"]), dict(theirs["steps"])
+        for d in (a, b):
+            d["first half"] = d["projection"] + d["attention"]
+        for key, label in STEPS:
+            lines.append(f"| {ours['preset']} | {ours['patches']} | {label} | {a[key]:.1f} | {b[key]:.1f} | "
+                         f"{a[key] / b[key]:.2f} |")
+        o, t = a["outside blocks s"], b["outside blocks s"]
+        lines.append(f"| {ours['preset']} | {ours['patches']} | outside the blocks (s per forward) | {o:.2f} | {t:.2f} | "
+                     f"{o / t:.2f} |")
+        lines.append(f"| {ours['preset']} | {ours['patches']} | forward (s) | {min(ours['times']):.2f} | "
+                     f"{min(theirs['times']):.2f} | {min(ours['times']) / min(theirs['times']):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -443,6 +557,8 @@ def main(argv=None) -> int:
     parser.add_argument("--big-only", action="store_true", help="run only the 16384-patch cases")
     parser.add_argument("--no-busy", action="store_true",
                         help="skip the runs beside a competing process (another process busy on one core)")
+    parser.add_argument("--no-steps", action="store_true",
+                        help="skip the per-step profile (time per block step in both implementations)")
     parser.add_argument("--report", default=None, help="write the Markdown report here (default: print only)")
     parser.add_argument("--plot", default=None, help="write the time-vs-patches plot here")
     parser.add_argument("--worker", choices=["qvlearn", "transformers", "load"], help=argparse.SUPPRESS)
@@ -450,6 +566,7 @@ def main(argv=None) -> int:
                                 ("--weights-dtype", str, "float32"), ("--depth", int, 0), ("--backend", str, "numpy"),
                                 ("--device", str, "cpu"), ("--torch-dtype", str, "float32")):
         parser.add_argument(name, type=kind, default=default, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         load_worker(args) if args.worker == "load" else worker(args)
@@ -492,14 +609,19 @@ def cpu_main(args) -> str:
         print(json.dumps(pair[0]), json.dumps(pair[1]), sep="\n", flush=True)
     if not args.tiny and not args.big_only and not args.no_busy:
         results += busy_runs(args)
+    steps = []
+    for preset, h, w in [] if args.big_only or args.no_steps else TINY_CASES if args.tiny else STEP_CASES:
+        repeat, warmup = (1, 0) if args.tiny else (2, 1)
+        steps.append(tuple(run_case(impl, preset, h, w, repeat, warmup, steps=True) for impl in ("qvlearn", "transformers")))
+        print(*(json.dumps(r) for r in steps[-1]), sep="\n", flush=True)
     load = None
     if not args.big_only:
         load = run_load(TINY_CASES[0][0] if args.tiny else "qwen2.5-vl-7b")
         print(json.dumps(load), flush=True)
     if args.plot:
         plot([r for r in results if r[1] is not None or r[0].get("weights_dtype") == "float32"], args.plot)
-    return (build_report(results, peak, _command(args)) + "\n" + build_load_report(load) + "\n" + gpu_note()
-            + "\n")
+    return (build_report(results, peak, _command(args)) + "\n" + build_steps_report(steps) + "\n"
+            + build_load_report(load) + "\n" + gpu_note() + "\n")
 
 
 def busy_runs(args) -> list:

@@ -15,10 +15,12 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan, parallel_segment_attention, qkv_rotary
+from .backend import supports_out
 from .config import QWEN2_5_VL, QWEN2_VL, QWEN3_5, QWEN3_VL, VisionConfig
 from .layers import ACTIVATIONS, linear
 from .norms import layer_norm, rms_norm
 from .parallel import row_parallel
+from .rotary import rotate_as_pairs, rotation_factors
 
 
 def _no_tap(name, value):
@@ -103,19 +105,48 @@ def vision_block_tapped(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPl
     return h + out  # the second residual
 
 
+def _project_by_halves(x, w: dict, cfg: VisionConfig, cos, sin):
+    """norm1 -> qkv -> RoPE for :func:`vision_block` as :func:`vision_block_tapped` writes it (``rotate_half``
+    on the halves), on row ranges: q, k, v ``[N, heads, d]`` in the checkpoint's channel order."""
+    def project(a, b):  # rows a:b
+        return qkv_rotary(norm(x[a:b, ...], w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"],
+                          cos[a:b, ...], sin[a:b, ...], cfg.num_heads)
+    return row_parallel(project, x)
+
+
+def _project_in_place(x, w: dict, cfg: VisionConfig, cos, sin):
+    """norm1 -> qkv -> RoPE for :func:`vision_block`, each row range writing into arrays made once: ``q, k``
+    from :func:`qvlearn.rotary.rotate_as_pairs` (each head's rotated channels in pairs, ``j`` next to
+    ``j + d/2``, for both q and k: the scores are those of the halves layout) and ``v`` as the checkpoint
+    lays it out. No concatenation after the parts."""
+    xp = array_namespace(x)
+    n, heads, d = x.shape[0], cfg.num_heads, cfg.head_dim
+    rot = rotation_factors(cos, sin)  # [N, d/2] complex64
+    qk = xp.empty((n, 2, heads, d // 2), dtype=xp.complex64)  # q and k, rotated, as pairs
+    v = xp.empty((n, heads, d), dtype=x.dtype)
+
+    def project(a, b):  # rows a:b
+        qkv = linear(norm(x[a:b, ...], w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"])  # [rows, 3D]
+        qkv = xp.reshape(qkv, (b - a, 3, heads, d))
+        rotate_as_pairs(qkv[:, :2, ...], rot[a:b, ...], qk[a:b, ...])
+        v[a:b, ...] = qkv[:, 2, ...]
+    row_parallel(project, x)
+    qk = xp.reshape(qk.view(x.dtype), (n, 2, heads, d))
+    return qk[:, 0, ...], qk[:, 1, ...], v
+
+
 def vision_block(x, w: dict, cfg: VisionConfig, cos, sin, plan: SegmentPlan, chunk_bytes=DEFAULT_CHUNK_BYTES):
-    """One block. ``w`` maps checkpoint names without the ``visual.blocks.{i}.`` prefix to arrays.
+    """One block. ``w`` maps checkpoint names without the ``visual.blocks.{i}.`` prefix to arrays; ``cos, sin
+    [N, head_dim]`` as :func:`qvlearn.rotary.rotary_cos_sin` makes them (the second half repeats the first).
 
     Only attention mixes rows; the rest (norms, projections, RoPE, MLP, residuals) is row by row, so on
     NumPy it runs on row ranges side by side, one per core (:func:`qvlearn.parallel.row_parallel`).
     """
     xp = array_namespace(x)
     n, dim = x.shape
-
-    def project(a, b):  # norm1 -> qkv -> RoPE on rows a:b
-        return qkv_rotary(norm(x[a:b, ...], w, "norm1", cfg), w["attn.qkv.weight"], w["attn.qkv.bias"],
-                          cos[a:b, ...], sin[a:b, ...], cfg.num_heads)
-    q, k, v = row_parallel(project, x)  # [N, heads, d] each
+    # NumPy, CuPy: RoPE as a complex multiplication, every part writing its rows in place
+    project = _project_in_place if supports_out(xp) else _project_by_halves
+    q, k, v = project(x, w, cfg, cos, sin)  # [N, heads, d] each
     mixed = parallel_segment_attention(q, k, v, plan, cfg.head_dim ** -0.5, chunk_bytes)  # [N, heads, d]
     mixed = xp.reshape(mixed, (n, dim))
 

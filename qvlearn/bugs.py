@@ -205,21 +205,25 @@ def _full_swapped(self, i):
     return i not in self.fullatt_block_indexes
 
 
+# The block's fast projection step rotates q and k as complex pairs (qvlearn.rotary.rotate_as_pairs); the bugs of
+# the rotation and of the qkv layout are bugs of the halves form, so with them the block takes that form too.
+_ROTATE_BY_HALVES = (block, "_project_in_place", block._project_by_halves)
+
 # --- the zoo --------------------------------------------------------------------------------------------
 
 BUGS: dict[str, Bug] = {b.name: b for b in [
     Bug("rope-interleaved", "RoPE with GPT-J (interleaved) pairs instead of NeoX halves",
         "xLLM-AI/xllm PR #2120 (rotary_mode='interleave' switched to adjacent pairs; fixed to 'half')",
         "blocks.0.attn.q", "q and k wrong from block 0 on; every later stage drifts",
-        patches=((attention, "apply_rotary", _rotate_interleaved),)),
+        patches=((attention, "apply_rotary", _rotate_interleaved), _ROTATE_BY_HALVES)),
     Bug("rotate-half-sign", "rotate_half with the sign on the wrong half",
         "spec checklist §11.3 (no public report found)", "blocks.0.attn.q",
         "positions rotate backwards: attention still local, values wrong",
-        patches=((attention, "apply_rotary", _rotate_half_wrong_sign),)),
+        patches=((attention, "apply_rotary", _rotate_half_wrong_sign), _ROTATE_BY_HALVES)),
     Bug("qkv-contiguous", "q, k, v read as consecutive N*D chunks of the qkv buffer",
         "awslabs/slapo PR #46, vllm-project/vllm PR #13687 (qkv layout assumed contiguous)",
         "blocks.0.attn.q", "q mixes q, k and v features of other tokens",
-        patches=((block, "qkv_rotary", _qkv_contiguous),)),
+        patches=((block, "qkv_rotary", _qkv_contiguous), _ROTATE_BY_HALVES)),
     Bug("rope-natural-order", "cos/sin left in natural order while the tokens are in window order",
         "spec checklist §11.6 (no public report found)", "blocks.0.attn.q",
         "each token rotated by another token's angles (same set of angles, other rows)",

@@ -66,7 +66,8 @@ def split_bounds(n: int, parts: int) -> list[int]:
 
 def row_parallel(fn, x):
     """``fn(start, stop)`` computes rows ``start:stop`` of a row-wise computation over the rows of ``x``
-    and returns an array or a tuple of arrays. Returns what ``fn(0, len(x))`` would, computed on NumPy in
+    and returns an array, a tuple of arrays, or None (having written its rows into arrays made beforehand).
+    Returns what ``fn(0, len(x))`` would, computed on NumPy in
     one part per core, or in a few rounds of such parts when a part would exceed :data:`MAX_ROWS_PER_PART`
     rows (the parts concatenated along axis 0), and in one call on other backends."""
     xp = array_namespace(x)
@@ -76,6 +77,8 @@ def row_parallel(fn, x):
         return fn(0, n)
     parts *= -(-n // (parts * MAX_ROWS_PER_PART))  # a whole number of rounds of at most MAX_ROWS_PER_PART rows
     results = run_parts(fn, split_bounds(n, parts))
+    if results[0] is None:  # fn wrote its rows into arrays of its own
+        return None
     if isinstance(results[0], tuple):
         return tuple(parallel_concat([r[i] for r in results], axis=0) for i in range(len(results[0])))
     return parallel_concat(results, axis=0)

@@ -22,7 +22,7 @@ def test_bench_tiny_prints_every_column(tmp_path):
     text = report.read_text()
     header = next(line for line in text.splitlines() if line.startswith("| tower"))
     assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
-    rows = [line for line in text.splitlines() if line.startswith("| tiny-")]
+    rows = [line for line in text.splitlines() if line.startswith("| tiny-") and line.count("|") == len(COLUMNS) + 1]
     assert len(rows) == len(qvlearn.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -34,6 +34,13 @@ def test_bench_tiny_prints_every_column(tmp_path):
     assert [r.split("|")[1].strip() for r in load[2:4]] == ["float32", "bfloat16"]
     assert all(float(c) >= 0 for r in load[2:4] for c in r.strip("|").split("|")[1:])
     assert (tmp_path / "bench.png").stat().st_size > 1000
+    steps = [line for line in text.splitlines() if line.startswith("| tiny-") and line.count("|") == 7]
+    labels = [label for _, label in qvlearn.bench.STEPS] + ["outside the blocks (s per forward)", "forward (s)"]
+    assert len(steps) == len(qvlearn.bench.TINY_CASES) * len(labels)  # every step of every case, none failed
+    for case in qvlearn.bench.TINY_CASES:
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in steps if line.startswith(f"| {case[0]} ")]
+        assert [r[2] for r in rows] == labels
+        assert all(float(r[3]) >= 0 and float(r[4]) >= 0 for r in rows)
 
 
 def test_flop_count_by_hand():

@@ -34,6 +34,16 @@ def test_compare_names_the_stage_where_the_bug_lives(name, snapshots):
     assert failed and failed[0] == bug.stage, (name, failed[:3])
 
 
+@pytest.mark.parametrize("name", ["rope-interleaved", "rotate-half-sign", "qkv-contiguous"])
+def test_rotation_bugs_reach_the_untapped_blocks(snapshots, mixed_batch, name):
+    """The blocks without taps rotate q and k as complex pairs; a bug of the halves form must reach them too."""
+    encoder = qvlearn.load_encoder(snapshots["qwen2_5_vl"])
+    before = encoder(*mixed_batch)
+    with bugs.inject(name):
+        during = encoder(*mixed_batch)
+    assert np.abs(during - before).max() > 0.1 * np.abs(before).max()
+
+
 def test_injection_ends_with_the_block(snapshots, mixed_batch):
     encoder = qvlearn.load_encoder(snapshots["qwen2_5_vl"])
     before = encoder(*mixed_batch)

@@ -78,6 +78,35 @@ def test_rotary_cos_sin_match_transformers():
     np.testing.assert_allclose(sin, ref_sin.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("head_dim", [80, 72])
+def test_rotation_as_pairs_is_rope_in_another_channel_order(head_dim):
+    """``rotate_as_pairs`` (the block's complex-multiply RoPE) against transformers' ``apply_rotary_pos_emb_vision``:
+    the same numbers with channel j next to j + d/2, so q k^T is unchanged; a wrong pairing would not be."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+
+    from qvlearn.rotary import rotate_as_pairs, rotation_factors
+
+    rng = np.random.default_rng(7)
+    pos = rotary_position_ids([(1, 12, 16)])
+    cos, sin = rotary_cos_sin(pos, inv_freq(head_dim))
+    n, heads, half = len(pos), 3, head_dim // 2
+    q, k = (rng.standard_normal((n, heads, head_dim), dtype=np.float32) for _ in range(2))
+    ref_q, ref_k = (t.numpy() for t in apply_rotary_pos_emb_vision(torch.from_numpy(q), torch.from_numpy(k),
+                                                                    torch.from_numpy(cos), torch.from_numpy(sin)))
+    rot = rotation_factors(cos, sin)
+    assert rot.dtype == np.complex64 and rot.shape == (n, half)
+    pq, pk = (rotate_as_pairs(x, rot, np.empty((n, heads, half), np.complex64)).view(np.float32) for x in (q, k))
+    order = np.stack([np.arange(half), np.arange(half) + half], -1).reshape(-1)  # 0, d/2, 1, d/2 + 1, ...
+    np.testing.assert_allclose(pq, ref_q[..., order], atol=2e-6)
+    np.testing.assert_allclose(pk, ref_k[..., order], atol=2e-6)
+    scores = np.einsum("nhd,mhd->hnm", pq, pk)
+    np.testing.assert_allclose(scores, np.einsum("nhd,mhd->hnm", ref_q, ref_k), rtol=1e-4, atol=1e-4)
+    gptj = np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])  # would pair (0, 1), (2, 3), ...
+    wq, wk = (rotate_as_pairs(x[..., gptj], rot, np.empty((n, heads, half), np.complex64)).view(np.float32)
+              for x in (q, k))
+    assert np.abs(np.einsum("nhd,mhd->hnm", wq, wk) - scores).max() > 0.1 * np.abs(scores).max()
+
+
 @pytest.mark.parametrize("bad, match", [
     ([(1, 3, 4)], "multiples of spatial_merge_size"),
     ([(0, 4, 4)], "positive"),

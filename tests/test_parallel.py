@@ -58,7 +58,8 @@ def test_threaded_block_matches_the_strict_backend(preset):
     w = {k[len("blocks.0."):]: (rng.standard_normal(s, dtype=np.float32) * 0.1)
          for k, s in shapes.items() if k.startswith("blocks.0.")}
     x = rng.standard_normal((n, dim), dtype=np.float32)
-    angles = rng.uniform(-3, 3, (n, d)).astype(np.float32)
+    angles = rng.uniform(-3, 3, (n, d // 2)).astype(np.float32)
+    angles = np.concatenate([angles, angles], axis=-1)  # RoPE's layout: the second half repeats the first
     cos, sin = np.cos(angles), np.sin(angles)
     cu = np.array([0, 300, 364, 700])
     strict = qvlearn.get_backend("strict")
@@ -66,6 +67,17 @@ def test_threaded_block_matches_the_strict_backend(preset):
                        strict.asarray(sin), SegmentPlan.build(cu, strict.asarray))
     ours = vision_block(x, w, cfg, cos, sin, SegmentPlan.build(cu, np.asarray))
     assert_close(ours, strict.to_numpy(ref), rtol=1e-6, name=f"{preset} block, threaded vs one call")
+
+
+def test_parts_may_write_into_arrays_of_their_own():
+    """``fn`` returning None: the parts wrote their rows in place (the block's projection step does)."""
+    x = rng.standard_normal((1000, 8), dtype=np.float32)
+    out = np.full_like(x, np.nan)
+
+    def fn(a, b):
+        out[a:b] = x[a:b] * 2
+    assert row_parallel(fn, x) is None
+    np.testing.assert_array_equal(out, x * 2)
 
 
 def test_head_groups_match_one_call():
