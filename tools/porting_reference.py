@@ -128,7 +128,7 @@ merger output (the LLM width).
 | LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | `qvlearn/norms.py` |
 | RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/norms.py` |
 | vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/rotary.py` |
-| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves) | `qvlearn/rotary.py` |
+| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | `qvlearn/rotary.py` |
 | attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/attention.py` |
 | QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/layers.py` |
 | SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/layers.py` |
