@@ -4,7 +4,9 @@ Explained in ``notebooks/01_preprocessing.ipynb``; videos in ``notebooks/09_vide
 
 Pipeline (spec §5), bit-identical to transformers' ``Qwen2VLImageProcessorPil``:
 
-1. RGB conversion; transparency is composited onto white.
+1. Loading as transformers does: a file path gets its EXIF orientation applied (a phone photo stored sideways
+   comes out upright) and a plain RGB conversion; an in-memory image is taken as it is (no EXIF rotation) and
+   its transparency is composited onto white. See :func:`load_image`.
 2. :func:`smart_resize` picks a size that is a multiple of 28 (= patch 14 x merge 2) with an area in
    ``[min_pixels, max_pixels]``; PIL resizes with BICUBIC.
 3. Rescale by 1/255 (in float64, then float32) and normalise with the OpenAI CLIP mean/std (float32).
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -38,6 +40,10 @@ TEMPORAL_PATCH_SIZE = 2
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_ASPECT_RATIO = 200
+LARGEST_TARGET_PIXELS = 1 << 26
+"""The largest resize target qvlearn accepts (67,108,864 pixels, 4x the largest released ``max_pixels``): above it
+``pixel_values`` alone pass 1.5 GB per frame and a forward is out of reach of any machine, so a runaway
+``min_pixels``/``max_pixels`` is refused before any work instead of filling the memory."""
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 
@@ -91,23 +97,23 @@ def smart_resize(height: int, width: int, factor: int = PATCH_SIZE * MERGE_SIZE,
 # ---------------------------------------------------------------------------------------------------
 # Loading and converting one image
 # ---------------------------------------------------------------------------------------------------
+EXIF_ORIENTATION = 0x0112  # the EXIF tag phones write instead of rotating the pixels (1 = upright .. 8)
+
+
 def load_image(image) -> Image.Image:
-    """A PIL image in RGB from a PIL image, a file path, or an ``H x W x 3`` (or ``H x W`` / ``H x W x 4``)
-    uint8 array. Transparency is composited onto white, as transformers does."""
+    """A PIL image in RGB from a file path, a PIL image, or an ``H x W x 3`` (or ``H x W`` / ``H x W x 4``) uint8
+    array, exactly as transformers' ``Qwen2VLImageProcessorPil`` receives it:
+
+    * a **path** goes through transformers' ``load_image``: the EXIF orientation is applied
+      (``PIL.ImageOps.exif_transpose``: a phone photo whose pixels are stored sideways, Orientation 6, comes out
+      upright), then a plain ``convert("RGB")`` (a transparent pixel keeps its stored colour, often black);
+    * an **in-memory** PIL image or array is used as it is: no EXIF rotation (``Image.open`` does not apply it;
+      call ``PIL.ImageOps.exif_transpose`` yourself, a warning says so), and any transparency is composited onto
+      white.
+    """
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                frames = getattr(opened, "n_frames", 1)
-                opened.load()  # force decoding now: truncated files fail here, not later
-                image = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
-        if frames > 1:
-            _refuse_animation(frames, str(path))
-    elif isinstance(image, np.ndarray):
+        return _load_path(image)
+    if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     elif not isinstance(image, Image.Image):
         raise ImageError(f"an image must be a PIL.Image, a file path or an HxWx3 uint8 array, got "
@@ -116,7 +122,71 @@ def load_image(image) -> Image.Image:
         _refuse_animation(image.n_frames, getattr(image, "filename", "") or "this image")
     if image.width == 0 or image.height == 0:
         raise ImageError(f"empty image of size {image.width}x{image.height} (WxH)")
+    orientation = _orientation(image)
+    if orientation not in (1, None):
+        import warnings
+
+        warnings.warn(f"an in-memory image has EXIF Orientation {orientation}: like transformers, qvlearn uses its "
+                      "pixels as stored (sideways or mirrored). Pass the file path, or PIL.ImageOps.exif_transpose("
+                      "image), to get it upright", UserWarning, stacklevel=3)
     return to_rgb(image)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # a malformed EXIF block: transformers' exif_transpose would fail on it too
+        return None
+
+
+def _check_path(path: Path, what: str = "image") -> Path:
+    """A readable file, or an error that says what the path is instead."""
+    text = str(path)
+    if text.startswith(("http://", "https://")):
+        raise ImageError(f"{text} is a URL: qvlearn reads local files only; download the {what} first")
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory, not an {what} file")
+    if not path.exists():
+        raise ImageError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise ImageError(f"{path} is not a regular file (a device or a pipe?)")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"{path} is not readable (permissions): check the file's owner and mode")
+    return path
+
+
+def _open_checked(path: Path):
+    """``Image.open`` with every failure an :class:`ImageError` (including Pillow's decompression-bomb guard)."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {exc} Pillow refuses images this large as a possible decompression bomb. "
+                         "Downscale the image first, or, if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS "
+                         "(it would be resized to at most max_pixels anyway)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
+
+
+def _load_path(image) -> Image.Image:
+    """transformers' ``load_image`` on a path, ``exif_transpose(Image.open(path)).convert("RGB")``, then the
+    processor's RGB conversion."""
+    path = _check_path(Path(image))
+    with _open_checked(path) as opened:
+        frames = getattr(opened, "n_frames", 1)
+        if frames > 1:
+            _refuse_animation(frames, str(path))
+        if opened.width == 0 or opened.height == 0:
+            raise ImageError(f"empty image of size {opened.width}x{opened.height} (WxH) in {path}")
+        try:
+            opened.load()  # force decoding now: truncated files fail here, not later
+            upright = ImageOps.exif_transpose(opened)  # EXIF Orientation 2..8 applied, as transformers does
+            # then the processor's own RGB step, as for any image: after convert("RGB") a palette image still has
+            # info["transparency"] (now a colour), and those pixels are composited onto white; RGBA alpha is gone
+            return to_rgb(upright.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{path}: {exc} Downscale the image first") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
 
 
 def _refuse_animation(frames: int, where: str) -> None:
@@ -192,12 +262,21 @@ def patchify(frames: np.ndarray, patch_size: int = PATCH_SIZE, merge_size: int =
 # ---------------------------------------------------------------------------------------------------
 # Whole images and videos
 # ---------------------------------------------------------------------------------------------------
+def _check_target(height: int, width: int, frames: int = 1) -> None:
+    if height * width > LARGEST_TARGET_PIXELS:
+        raise ImageError(f"the resize target {height}x{width} (HxW) = {height * width:,} pixels per frame is above "
+                         f"qvlearn's limit of {LARGEST_TARGET_PIXELS:,} ({frames} frame(s) would need "
+                         f"{frames * height * width * 3 * 4 / 2**30:.1f} GiB of float32 pixels alone); lower "
+                         "min_pixels / max_pixels (released models use at most 16,777,216)")
+
+
 def preprocess_image(image, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
                      merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE, mean=OPENAI_CLIP_MEAN,
                      std=OPENAI_CLIP_STD):
     """One image -> ``(rows [h*w, C*T*P*P] float32, (1, h, w))``."""
     pil = load_image(image)
     height, width = smart_resize(pil.height, pil.width, patch_size * merge_size, min_pixels, max_pixels)
+    _check_target(height, width)
     frame = rescale_and_normalize(resize(pil, height, width), mean, std)  # [3, H, W]
     frames = np.broadcast_to(frame, (temporal_patch_size, *frame.shape))  # the temporal copy
     return patchify(frames, patch_size, merge_size, temporal_patch_size)
@@ -213,14 +292,12 @@ def read_frames(video) -> list[Image.Image]:
     if isinstance(video, Image.Image):
         opened, close = video, False
     else:
-        path = Path(video)
-        if not path.is_file():
-            raise ImageError(f"video file not found: {path}")
+        path = _check_path(Path(video), "video")
         try:
-            opened, close = Image.open(path), True
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ImageError(f"cannot read {path} as frames: {exc}. Pillow reads animated GIF/PNG/WebP and "
-                             "multi-page TIFF; decode other videos to a list of frames first") from None
+            opened, close = _open_checked(path), True
+        except ImageError as exc:
+            raise ImageError(f"{exc}. Pillow reads animated GIF/PNG/WebP and multi-page TIFF; decode other videos "
+                             "(mp4, mkv, ...) to a list of frame files first") from None
     try:
         return [frame.copy() for frame in ImageSequence.Iterator(opened)]
     finally:
@@ -240,6 +317,7 @@ def preprocess_video(video, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, pat
     pils = _video_frames(video)
     (h0, w0), = {(p.height, p.width) for p in pils}
     height, width = smart_resize(h0, w0, patch_size * merge_size, min_pixels, max_pixels)
+    _check_target(height, width, len(pils))
     stack = np.stack([resize(p, height, width) for p in pils])  # [T, H, W, 3] uint8
     pad = -len(pils) % temporal_patch_size
     if pad:  # repeat the last frame up to a multiple of temporal_patch_size
@@ -338,6 +416,7 @@ def preprocess_video_qwen3(video, *, min_pixels=QWEN3_VIDEO_MIN_PIXELS, max_pixe
     (h0, w0), = {(p.height, p.width) for p in pils}
     height, width = qwen3_video_size(len(pils), h0, w0, patch_size * merge_size, temporal_patch_size, min_pixels,
                                      max_pixels)
+    _check_target(height, width, len(pils))
     stack = np.stack([resize(p, height, width) for p in pils])
     pad = -len(pils) % temporal_patch_size
     if pad:
@@ -366,6 +445,17 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     if defaults is None:
         raise ImageError(f"unknown family {family!r}; choose one of {sorted(FAMILY_PREPROCESSING)}")
     third = family in ("qwen3_vl", "qwen3_5")
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels), ("patch_size", patch_size),
+                        ("merge_size", merge_size), ("temporal_patch_size", temporal_patch_size),
+                        ("video_min_pixels", video_min_pixels), ("video_max_pixels", video_max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
+            raise ImageError(f"{name} must be a positive whole number, got {value!r}")
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None and (np.ndim(value) != 1 or len(value) != 3 or
+                                  not all(isinstance(v, (int, float, np.floating)) for v in value)):
+            raise ImageError(f"{name} must be three numbers (one per RGB channel), got {value!r}")
+    if std is not None and min(std) <= 0:
+        raise ImageError(f"std must be positive, got {std!r}")
     min_pixels = defaults["min_pixels"] if min_pixels is None else min_pixels
     max_pixels = defaults["max_pixels"] if max_pixels is None else max_pixels
     patch_size = defaults["patch_size"] if patch_size is None else patch_size
