@@ -571,6 +571,13 @@ def main(argv=None) -> int:
     if args.worker:
         load_worker(args) if args.worker == "load" else worker(args)
         return 0
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        print(f"error: the benchmark times qvlearn against transformers and needs torch and transformers ({exc}); "
+              "run it from the project's .venv (make setup) or pip install 'qvlearn[reference]'", file=sys.stderr)
+        return 2
     report = gpu_main(args) if args.gpu else cpu_main(args)
     print(report)
     if args.report:

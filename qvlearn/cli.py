@@ -1,74 +1,58 @@
-"""Command line.
+"""Command line (``qvlearn`` once installed, or ``python -m qvlearn``).
 
-    python -m qvlearn encode IMAGE... [--video FILE...] [--model DIR] --out FILE      vision embeddings
-    python -m qvlearn taps IMAGE... [--video FILE...] [--stages GLOB] [--model DIR] --out FILE [--reference]
-    python -m qvlearn compare A.safetensors B.safetensors [--baseline C] [--rtol R]  exit 1 if beyond
+    qvlearn encode IMAGE... [--video V...] [--model DIR] --out FILE        vision embeddings (+ grid_thw, DeepStack)
+    qvlearn taps IMAGE... [--video V...] [--stages GLOB] [--model DIR] --out FILE [--reference]
+    qvlearn compare A.safetensors B.safetensors [--baseline C] [--rtol R]  exit 1 if a stage is beyond tolerance
 
-Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
-Qwen2.5-VL-7B vision tower, written once to the cache directory (``$QVLEARN_CACHE``, else
-``$XDG_CACHE_HOME/qvlearn``, else ``~/.cache/qvlearn``) and reused.
+Every family is read from the snapshot's ``config.json``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and -MoE), Qwen3.5 (and
+-MoE). Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
+Qwen2.5-VL-7B vision tower (1.35 GB), written once to the cache (:mod:`qvlearn.cache`) and reused.
+
+Order of work: the output path and every input are checked first, then the model is generated or loaded, then
+the forward runs, and the output is written under a temporary name and renamed (nothing partial is left).
+Exit codes: 0 done, 1 ``compare`` found a stage beyond tolerance, 2 bad input (a message, never a traceback),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .cache import cache_dir, default_model  # noqa: F401  (cache_dir: kept importable from here)
+
 DEFAULT_PRESET = "qwen2.5-vl-7b"
 DEFAULT_SEED = 0
+FAMILIES_TEXT = "Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (dense and MoE)"
+ENCODE_SUFFIXES = (".npy", ".npz", ".safetensors")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def cache_dir() -> Path:
-    if os.environ.get("QVLEARN_CACHE"):
-        return Path(os.environ["QVLEARN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "qvlearn"
+def _log(args):
+    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
-def default_model(preset: str | None = None, seed: int = DEFAULT_SEED, log=print, **vision_overrides) -> Path:
-    """The cached random-weight snapshot of ``preset`` (generated on first use, atomically).
-    ``vision_overrides`` (e.g. ``depth=4``) give a variant, cached under its own name."""
-    from .weights import save_random_checkpoint
-
-    preset = preset or DEFAULT_PRESET
-    suffix = "".join(f"-{k}{v}" for k, v in sorted(vision_overrides.items()))
-    target = cache_dir() / f"random-{preset}-seed{seed}{suffix}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log(f"generating seeded random weights of the {preset} vision tower in {target} (once)")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-    try:
-        save_random_checkpoint(tmp, preset, seed=seed, **vision_overrides)
-        tmp.rename(target)
-    except OSError:
-        if not (target / "config.json").exists():  # not a concurrent writer that won
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _progress(total: int, quiet: bool):
+def _progress(total: int, quiet: bool, desc: str = "blocks"):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc="blocks", unit="block", disable=quiet, file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="block", disable=quiet, file=sys.stderr, leave=False)
 
     def tap(name, value):
-        if name.startswith("blocks."):
+        if name.startswith("blocks.") and name.count(".") == 1:
             bar.update(1)
 
     return bar, tap
 
 
 def check_out(path: str, suffixes: tuple) -> Path:
-    """Refuse an unusable output path before any work is done."""
+    """Refuse an unusable output path before any work is done: the suffix, a folder in the way, a place where no
+    file can be created (read-only, permissions, /proc)."""
+    from .atomic import check_writable
     from .errors import InputError
 
     out = Path(path)
@@ -78,55 +62,96 @@ def check_out(path: str, suffixes: tuple) -> Path:
         raise InputError(f"--out must end in {', '.join(suffixes)}, got {out.name}")
     if out.parent.exists() and not out.parent.is_dir():
         raise InputError(f"--out {path}: {out.parent} is not a directory")
-    return out
+    return check_writable(out)
 
 
-def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray) -> None:
-    """``.npy``: the embeddings; ``.npz`` / ``.safetensors``: embeddings and grid_thw."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def output_files(path: Path, deepstack: bool) -> list[Path]:
+    """Where ``encode`` writes: one file for ``.npz`` / ``.safetensors``; for ``.npy``, which holds one array,
+    ``NAME.npy`` (embeddings) beside ``NAME.grid_thw.npy`` and, for Qwen3-VL, ``NAME.deepstack.npy``."""
+    if path.suffix.lower() != ".npy":
+        return [path]
+    stem = path.with_suffix("")
+    return [path, Path(f"{stem}.grid_thw.npy")] + ([Path(f"{stem}.deepstack.npy")] if deepstack else [])
+
+
+def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray, deepstack=()) -> list[Path]:
+    """``.npz`` / ``.safetensors``: ``embeddings``, ``grid_thw`` and ``deepstack.{j}`` (Qwen3-VL); ``.npy``: the
+    same as separate files (:func:`output_files`). Each file is written whole or not at all."""
+    from .atomic import atomic_file
+
+    arrays = {"embeddings": np.ascontiguousarray(embeddings), "grid_thw": np.ascontiguousarray(grid_thw)}
+    arrays.update({f"deepstack.{j}": np.ascontiguousarray(f) for j, f in enumerate(deepstack)})
     suffix = path.suffix.lower()
+    files = output_files(path, bool(len(deepstack)))
     if suffix == ".npy":
-        np.save(path, embeddings)
+        values = [arrays["embeddings"], arrays["grid_thw"]] + ([np.stack(deepstack)] if len(deepstack) else [])
+        for file, value in zip(files, values, strict=True):
+            with atomic_file(file) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, value)
     elif suffix == ".npz":
-        np.savez(path, embeddings=embeddings, grid_thw=grid_thw)
-    elif suffix == ".safetensors":
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    else:
         from safetensors.numpy import save_file
 
-        save_file({"embeddings": np.ascontiguousarray(embeddings), "grid_thw": np.ascontiguousarray(grid_thw)},
-                  str(path))
-    else:
-        raise SystemExit(f"error: --out must end in .npy, .npz or .safetensors, got {path.name}")
+        with atomic_file(path) as tmp:
+            save_file(arrays, str(tmp))
+    return files
 
 
-def cmd_encode(args) -> int:
-    import qvlearn
+def _model_config(args):
+    """The snapshot's vision config without loading any weights (the default model's from its preset)."""
+    from .config import preset_config, read_config
 
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    check_out(args.out, (".npy", ".npz", ".safetensors"))
-    model = _model_or_default(args, log)
-    encoder = qvlearn.load_encoder(model, backend=args.backend)
-    pixel_values, grid_thw = _inputs(args, encoder.family)
-    bar, tap = _progress(encoder.config.depth, args.quiet)
-    with bar:
-        embeddings = encoder(pixel_values, grid_thw, tap=tap)
-    embeddings = encoder.backend.to_numpy(embeddings)
-    save_output(Path(args.out), embeddings, grid_thw)
-    unit = encoder.config.merge_unit
-    names = list(args.images) + [" ".join(v) for v in (args.video or [])]
-    for image, (t, h, w) in zip(names, grid_thw.tolist()):
-        print(f"{image}: grid_thw ({t}, {h}, {w}) -> {t * h * w // unit} tokens "
-              f"({h * encoder.config.patch_size}x{w * encoder.config.patch_size} px)")
-    print(f"wrote {embeddings.shape[0]} tokens x {embeddings.shape[1]} ({embeddings.dtype}) to {args.out}")
-    return 0
+    if args.model is None:
+        return preset_config(DEFAULT_PRESET)
+    from .errors import ConfigError
+
+    model = Path(args.model)
+    if model.is_file():
+        raise ConfigError(f"--model {model} is a file: give the snapshot directory that holds config.json and the "
+                          "safetensors weights")
+    return read_config(model)
 
 
-def _model_or_default(args, log) -> Path:
+def _model_dir(args, log) -> Path:
     if args.model is not None:
         return Path(args.model)
-    model = default_model(log=log)
+    model = default_model(DEFAULT_PRESET, seed=DEFAULT_SEED, log=log, progress=not args.quiet)
     log(f"no --model given: using seeded random weights of the {DEFAULT_PRESET} vision tower ({model}); "
         "the embeddings have the real shapes but no meaning. Pass --model DIR for a downloaded snapshot.")
     return model
+
+
+def expand_video(value: str) -> str | list[str]:
+    """One ``--video`` value: an animated file (GIF/PNG/WebP/TIFF) as it is, or the sorted frame files of a folder
+    or of a glob pattern (quote it: ``--video 'frames/*.png'``)."""
+    from .errors import InputError
+
+    path = Path(value)
+    if path.is_dir():
+        frames = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not frames:
+            raise InputError(f"--video {value}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return frames
+    if glob.has_magic(value):
+        frames = sorted(glob.glob(value))
+        if not frames:
+            raise InputError(f"--video {value!r}: the pattern matches no file")
+        return frames
+    if path.is_file():
+        from PIL import Image
+
+        try:
+            with Image.open(path) as opened:
+                frames = getattr(opened, "n_frames", 1)
+        except Exception:
+            frames = None  # not an image: preprocessing says what is wrong with it
+        if frames == 1:
+            raise InputError(f"--video {value} is a still image (one frame). A video is an animated file, a folder "
+                             "of frame files, or a quoted glob of them (--video 'frames/*.png'); pass still images "
+                             "without --video")
+    return value
 
 
 def _inputs(args, family: str):
@@ -134,54 +159,116 @@ def _inputs(args, family: str):
     as the model's family is (16-px patches and mean = std = 0.5 for Qwen3-VL / Qwen3.5)."""
     import qvlearn
 
-    videos = [v[0] if len(v) == 1 else v for v in (getattr(args, "video", None) or [])]
+    videos = [expand_video(v) for v in (args.video or [])]
     if not args.images and not videos:
-        raise qvlearn.InputError("nothing to encode: give image files and/or --video FILE (or --video FRAME FRAME ...)")
+        raise qvlearn.InputError("nothing to encode: give image files and/or --video FILE (or --video FOLDER, or "
+                                 "--video 'frames/*.png')")
     return qvlearn.preprocess(images=args.images or None, videos=videos or None, family=family,
                               min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+
+
+def _names(args) -> list[str]:
+    return list(args.images) + list(args.video or [])
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    from .errors import InputError
+
+    if not np.all(np.isfinite(array)):
+        bad = int(np.sum(~np.all(np.isfinite(array.reshape(array.shape[0], -1)), axis=1)))
+        raise InputError(f"{what} hold NaN or Inf in {bad} of {array.shape[0]} rows (a float32 overflow in this "
+                         "model?); nothing was written")
+
+
+def cmd_encode(args) -> int:
+    import qvlearn
+
+    log = _log(args)
+    out = check_out(args.out, ENCODE_SUFFIXES)
+    config = _model_config(args)
+    pixel_values, grid_thw = _inputs(args, config.family)
+    encoder = qvlearn.load_encoder(_model_dir(args, log), backend=args.backend)
+    bar, tap = _progress(encoder.config.depth, args.quiet)
+    with bar:
+        embeddings, deepstack = encoder(pixel_values, grid_thw, tap=tap, deepstack=True)
+    embeddings = encoder.backend.to_numpy(embeddings)
+    deepstack = [encoder.backend.to_numpy(f) for f in deepstack]
+    _check_finite(embeddings, "the embeddings")
+    files = save_output(out, embeddings, grid_thw, deepstack)
+    unit = encoder.config.merge_unit
+    for image, (t, h, w) in zip(_names(args), grid_thw.tolist(), strict=True):
+        print(f"{image}: grid_thw ({t}, {h}, {w}) -> {t * h * w // unit} tokens "
+              f"({h * encoder.config.patch_size}x{w * encoder.config.patch_size} px)")
+    extra = (f" and {len(deepstack)} DeepStack features (deepstack.0 .. deepstack.{len(deepstack) - 1})"
+             if deepstack else "")
+    print(f"wrote {embeddings.shape[0]} tokens x {embeddings.shape[1]} ({embeddings.dtype}), grid_thw{extra} to "
+          + ", ".join(map(str, files)))
+    return 0
 
 
 def cmd_taps(args) -> int:
     import qvlearn
 
-    from .config import read_config_json
+    from .config import read_config_json, vision_config_from_dict
     from .taps import add_natural_order, save_taps, select_stages
 
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    check_out(args.out, (".safetensors",))
-    model = _model_or_default(args, log)
-    config = read_config_json(model)
-    from .config import vision_config_from_dict
-
-    vision = vision_config_from_dict(config, source=str(model / "config.json"))
+    log = _log(args)
+    out = check_out(args.out, (".safetensors",))
+    vision = _model_config(args)
     if args.stages:  # check the patterns before any work
         select_stages(vision, args.stages)
     pixel_values, grid_thw = _inputs(args, vision.family)
     if args.reference:
-        from .reference import reference_tower, reference_trace
+        try:
+            from .reference import reference_trace, reference_tower
+        except ImportError as exc:
+            raise qvlearn.QvlearnError(f"taps --reference runs transformers' tower and needs torch and transformers "
+                                       f"({exc}); install them with pip install 'qvlearn[reference]' (README: Use it "
+                                       "as a library), or drop --reference for qvlearn's taps") from None
+    model = _model_dir(args, log)
+    config = read_config_json(model)
+    vision = vision_config_from_dict(config, source=str(model / "config.json"))
+    if args.reference:
+        qvlearn.load_weights(model, vision, dtype="bfloat16")  # qvlearn's checks first: names, shapes, NaN/Inf
+        if args.threads:
+            import torch
 
-        stages = reference_trace(reference_tower(model), pixel_values, grid_thw, stages=args.stages)
+            torch.set_num_threads(args.threads)
+        tower = reference_tower(model)
+        log(f"running transformers' {vision.family} tower ({vision.depth} blocks) ...")
+        stages = reference_trace(tower, pixel_values, grid_thw, stages=args.stages)
         if not args.stages:
             add_natural_order(stages)
         source, backend = "transformers", "torch"
     else:
         encoder = qvlearn.load_encoder(model, backend=args.backend)
-        stages = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages)
+        bar, tap = _progress(vision.depth, args.quiet)
+        with bar:
+            stages = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages, tap=tap)
         source, backend = "qvlearn", encoder.backend.name
-    save_taps(args.out, stages, source=source, config=config, backend=backend)
-    print(f"wrote {len(stages)} stages from {source} for grid_thw {grid_thw.tolist()} to {args.out}")
+    save_taps(out, stages, source=source, config=config, backend=backend)
+    print(f"wrote {len(stages)} stages from {source} for grid_thw {grid_thw.tolist()} to {out}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .taps import compare_taps, format_table, load_taps, only_in_one
+    from .taps import TapError, compare_taps, format_table, load_taps, only_in_one
 
+    for label, path in (("B", args.b), ("--baseline", args.baseline)):
+        if path and Path(args.a).exists() and Path(path).exists() and os.path.samefile(args.a, path):
+            raise TapError(f"A and {label} are the same file ({path}): comparing a file with itself checks nothing. "
+                           "Give your port's taps first and the reference's second")
     a, _ = load_taps(args.a)
     b, _ = load_taps(args.b)
     baseline = load_taps(args.baseline)[0] if args.baseline else None
     rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage, scale_tol=args.scale_tol, baseline=baseline,
                         factor=args.factor)
     print(format_table(rows, args.rtol, args.scale_tol))
+    identical = [n for n in a if n in b and np.asarray(a[n]).shape == np.asarray(b[n]).shape
+                 and np.array_equal(a[n], b[n])]
+    if len(identical) == len(set(a) | set(b)):
+        print(f"note: the two files hold identical tensors: {Path(args.a).name} may be a copy of "
+              f"{Path(args.b).name} (nothing of a port was compared)")
     first, second = only_in_one(a, b)
     if not args.stage:
         for label, names, path in (("only in", first, args.a), ("only in", second, args.b)):
@@ -191,38 +278,82 @@ def cmd_compare(args) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qvlearn", description="qvlearn: the Qwen2-VL / Qwen2.5-VL vision encoder in NumPy, checked against transformers")
-    sub = parser.add_subparsers(dest="command", required=True)
-    video_help = ("a video: one animated image file (GIF/PNG/WebP/TIFF) or its frames as image files; repeat for "
-                  "several videos (they follow the images)")
-    enc = sub.add_parser("encode", help="images and videos -> vision embeddings")
-    enc.add_argument("images", nargs="*", help="image files")
-    enc.add_argument("--video", action="append", nargs="+", metavar="FILE", help=video_help)
-    enc.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
-    enc.add_argument("--out", required=True, help="output file: .npy, .npz or .safetensors")
-    enc.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="default: $QVLEARN_BACKEND or numpy")
-    enc.add_argument("--min-pixels", type=int, default=None, help="default: the model family's released value")
-    enc.add_argument("--max-pixels", type=int, default=None, help="default: the model family's released value")
-    enc.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+def program_name(argv0: str | None = None) -> str:
+    """``qvlearn`` when run as the installed command, ``python -m qvlearn`` when run as a module."""
+    name = os.path.basename(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else ""))
+    return "python -m qvlearn" if name in ("__main__.py", "", "-c") else name
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="still image files (PNG, JPEG, WebP, ...); the EXIF orientation of phone photos is applied, "
+                        "as transformers does")
+    p.add_argument("--video", action="append", metavar="VIDEO",
+                   help="one video: an animated file (GIF/PNG/WebP/TIFF), a folder of frame files, or a quoted glob "
+                        "('frames/*.png', sorted); repeat for several videos (they follow the images)")
+    p.add_argument("--model", metavar="DIR",
+                   help=f"Hugging Face snapshot directory of {FAMILIES_TEXT}; the family comes from its config.json "
+                        f"(default: cached seeded random weights of the {DEFAULT_PRESET} vision tower, 1.35 GB)")
+    p.add_argument("--min-pixels", type=_positive, default=None, metavar="N",
+                   help="smallest image area after resizing (default: the family's released value: 3136 for "
+                        "Qwen2/2.5-VL, 65536 for Qwen3-VL/Qwen3.5)")
+    p.add_argument("--max-pixels", type=_positive, default=None, metavar="N",
+                   help="largest image area after resizing (default: 12845056 for Qwen2/2.5-VL, 16777216 for "
+                        "Qwen3-VL/Qwen3.5)")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                   help="numpy (CPU) or cupy (NVIDIA GPU); default: $QVLEARN_BACKEND, else numpy")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="CPU threads for qvlearn and the BLAS (default: every core this process may use)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes on stderr")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=prog or program_name(),
+        description=f"qvlearn: the vision encoder of {FAMILIES_TEXT} in NumPy (CuPy on a GPU), checked stage by "
+                    "stage against transformers.",
+        epilog="Exit codes: 0 done, 1 compare found a stage beyond tolerance, 2 bad input, 130 interrupted. "
+               "More in the README: 'Use it as a library' and 'Golden taps'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,taps,compare}")
+
+    enc = sub.add_parser("encode", help="images and videos -> vision embeddings",
+                         description="Preprocess the images and videos as the model's family does, run the vision "
+                                     "tower and write the merged embeddings with grid_thw (and, for Qwen3-VL, the "
+                                     "DeepStack features).")
+    _add_inputs(enc)
+    enc.add_argument("--out", required=True, metavar="FILE",
+                     help="output file: .npz or .safetensors (embeddings, grid_thw, deepstack.{j}); .npy writes "
+                          "NAME.npy (embeddings) beside NAME.grid_thw.npy and NAME.deepstack.npy")
     enc.set_defaults(func=cmd_encode)
 
-    taps = sub.add_parser("taps", help="write every stage of one forward to a safetensors tap file")
-    taps.add_argument("images", nargs="*", help="image files")
-    taps.add_argument("--video", action="append", nargs="+", metavar="FILE", help=video_help)
+    taps = sub.add_parser("taps", help="write every stage of one forward to a safetensors tap file",
+                          description="Write the named stages of one forward (golden taps) for a port to compare "
+                                      "against with `compare`.")
+    _add_inputs(taps)
     taps.add_argument("--stages", action="append", metavar="GLOB",
                       help="keep only these stages (repeatable glob, e.g. 'blocks.0.*' for the insides of block 0, "
-                           "'blocks.*.attn.q', 'embeddings'); default: every stage outside the blocks' insides")
-    taps.add_argument("--model", help="Hugging Face snapshot directory (default: cached random 7B-shape tower)")
-    taps.add_argument("--out", required=True, help="output .safetensors file")
-    taps.add_argument("--reference", action="store_true", help="write the taps of transformers' tower instead")
-    taps.add_argument("--backend", choices=["numpy", "cupy"], default=None)
-    taps.add_argument("--min-pixels", type=int, default=None, help="default: the model family's released value")
-    taps.add_argument("--max-pixels", type=int, default=None, help="default: the model family's released value")
-    taps.add_argument("--quiet", action="store_true")
+                           "'blocks.*.attn.q', 'embeddings', '*' for all); default: every stage outside the blocks' "
+                           "insides")
+    taps.add_argument("--out", required=True, metavar="FILE", help="output .safetensors tap file")
+    taps.add_argument("--reference", action="store_true",
+                      help="write the taps of transformers' tower instead (needs torch and transformers)")
     taps.set_defaults(func=cmd_taps)
 
-    cmp = sub.add_parser("compare", help="compare two tap files stage by stage (the second is the reference)")
+    cmp = sub.add_parser("compare", help="compare two tap files stage by stage (the second is the reference)",
+                         description="Name the first stage where tap file A leaves the tolerance against B.")
     cmp.add_argument("a", help="tap file to check (e.g. your port's)")
     cmp.add_argument("b", help="reference tap file")
     cmp.add_argument("--rtol", type=float, default=1e-5,
@@ -234,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a third tap file (e.g. transformers' taps when B is qvlearn's): its difference to B is each "
                           "stage's float32 noise floor, and a stage far above it fails")
     cmp.add_argument("--factor", type=float, default=10.0, help="with --baseline: how far above the floor fails (10)")
-    cmp.add_argument("--stage", action="append", help="compare only this stage (repeatable); error if missing")
+    cmp.add_argument("--stage", action="append", metavar="NAME",
+                     help="compare only this stage (repeatable, exact name); error if missing")
     cmp.set_defaults(func=cmd_compare)
     return parser
 
@@ -242,9 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .errors import QvlearnError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # image names after an option (`--video clip.gif photo.jpg`): argparse matched IMAGE... earlier
+        stray = [e for e in extra if e.startswith("-") and e != "-"]
+        if stray or not hasattr(args, "images"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.images = list(args.images) + extra
     try:
+        if getattr(args, "threads", None):
+            from .parallel import set_threads
+
+            set_threads(args.threads)
         return args.func(args)
     except QvlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `qvlearn compare A B | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -109,9 +109,10 @@ class VisionConfig:
                      "temporal_patch_size", "spatial_merge_size", "in_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"vision config field {name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"vision_config.{self.json_key(name)} must be a positive integer, got {value!r}")
         if self.width % self.num_heads:
-            raise ConfigError(f"ViT width {self.width} is not divisible by num_heads {self.num_heads}")
+            raise ConfigError(f"the ViT width (vision_config.{self.json_key('width')}) {self.width} is not divisible "
+                              f"by num_heads {self.num_heads}")
         if self.head_dim % 4:
             raise ConfigError(f"head_dim {self.head_dim} must be a multiple of 4 for the 2-D rotary embedding")
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
@@ -129,6 +130,14 @@ class VisionConfig:
         if self.family == QWEN2_5_VL and self.window_merged < 1:
             raise ConfigError(f"window_size {self.window_size} is smaller than one merged token "
                               f"({self.patch_size * self.spatial_merge_size} px)")
+
+    def json_key(self, field: str) -> str:
+        """The ``config.json`` key behind a field of this class (``width`` is ``embed_dim`` in Qwen2-VL and
+        ``hidden_size`` elsewhere), for messages that point at the file."""
+        if self.family == QWEN2_VL:
+            return {"width": "embed_dim", "mlp_width": "mlp_ratio (x embed_dim)", "out_hidden_size": "hidden_size",
+                    "in_channels": "in_chans"}.get(field, field)
+        return {"width": "hidden_size", "mlp_width": "intermediate_size"}.get(field, field)
 
     def _check_block_indexes(self, field: str) -> None:
         values = getattr(self, field)
@@ -245,7 +254,13 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     for key, value in vision.items():
         values[_ALIASES.get(key, key)] = value
     rope = values.get("rope_parameters") or {}
-    rope_theta = float(rope.get("rope_theta", values.get("rope_theta", DEFAULT_ROPE_THETA)))
+    if not isinstance(rope, dict):
+        raise ConfigError(f"{source}: rope_parameters must be an object such as {{\"rope_theta\": 10000.0}}, "
+                          f"got {type(rope).__name__} {rope!r}")
+    rope_theta = rope.get("rope_theta", values.get("rope_theta", DEFAULT_ROPE_THETA))
+    if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)) or not rope_theta > 0:
+        raise ConfigError(f"{source}: rope_theta must be a positive number (10000.0 as released), got {rope_theta!r}")
+    rope_theta = float(rope_theta)
     if rope.get("rope_type", "axial") not in ("axial", "default"):
         raise ConfigError(f"{source}: vision rope_type {rope.get('rope_type')!r} is not supported (expected axial)")
     for key in ("patch_size", "temporal_patch_size"):
@@ -388,6 +403,11 @@ _ARCHITECTURES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "
                   "qwen3_5": "Qwen3_5ForConditionalGeneration", "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
 
 
+VISION_KEYS = frozenset(k for d in [*HF_VISION_DEFAULTS.values(), *(p["vision_config"] for p in PRESETS.values())]
+                        for k in d) | set(_ALIASES) | {"rope_theta", "rope_parameters", "window_size"}
+"""The ``vision_config`` fields a preset may override (``save_random_checkpoint(..., depth=4)``)."""
+
+
 def preset_config_dict(preset: str, **vision_overrides) -> dict:
     """The ``config.json`` content of a preset (a full VLM config with its ``vision_config``).
 
@@ -397,6 +417,14 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     base = PRESETS[preset]
     family = _FAMILY_OF_MODEL_TYPE[base["model_type"]]
+    unknown = sorted(set(vision_overrides) - VISION_KEYS)
+    if unknown:
+        import difflib
+
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, VISION_KEYS, 1)) else "")
+                 for k in unknown]
+        raise ConfigError(f"unknown vision_config field(s) {', '.join(hints)}; the fields are "
+                          f"{', '.join(sorted(VISION_KEYS))}")
     vision = dict(base["vision_config"], **vision_overrides)
     tokens = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                   vision_end_token_id=151653)

@@ -29,7 +29,7 @@ def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0, **vision_overrides) 
     (``vision_overrides`` such as ``depth=4`` give a cached variant)."""
     if os.environ.get(MODEL_ENV) and not vision_overrides:
         return Path(os.environ[MODEL_ENV])
-    from .cli import default_model
+    from .cache import default_model
 
     return default_model(preset, seed=seed, log=lambda *a: None, **vision_overrides)
 

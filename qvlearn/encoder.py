@@ -132,6 +132,9 @@ class VisionEncoder:
             xp = be.xp
             if len(shape) != 2 or shape[1] != cfg.patch_dim or shape[0] != rows:
                 self._shape_error(shape, rows, grid)
+            if not xp.isdtype(x.dtype, "real floating"):
+                raise InputError(f"pixel_values must be floating point (normalised pixels), got dtype {x.dtype}; "
+                                 "pass what qvlearn.preprocess returns")
             if x.dtype != xp.float32:
                 x = xp.astype(x, xp.float32)
             if not bool(xp.all(xp.isfinite(x))):
@@ -143,8 +146,10 @@ class VisionEncoder:
             raise InputError(f"pixel_values must be an array, got {type(pixel_values).__name__}: {exc}") from None
         if host.ndim != 2 or host.shape[1] != cfg.patch_dim or host.shape[0] != rows:
             self._shape_error(host.shape, rows, grid)
-        if host.dtype.kind not in "fiu":
-            raise InputError(f"pixel_values must be floating point, got dtype {host.dtype}")
+        if host.dtype.kind != "f":
+            hint = (" (raw 0..255 pixels? pixel_values are normalised floats)" if host.dtype.kind in "iu" else "")
+            raise InputError(f"pixel_values must be floating point, got dtype {host.dtype}{hint}; pass what "
+                             "qvlearn.preprocess returns")
         host = host.astype(np.float32, copy=False)
         if not np.all(np.isfinite(host)):
             bad = int(np.sum(~np.all(np.isfinite(host), axis=1)))
@@ -153,6 +158,17 @@ class VisionEncoder:
 
     def _shape_error(self, shape, rows, grid):
         cfg = self.config
+        if len(shape) == 2 and shape[1] != cfg.patch_dim:
+            from .preprocessing import FAMILY_PREPROCESSING
+
+            other = [f for f, d in FAMILY_PREPROCESSING.items()
+                     if cfg.in_channels * cfg.temporal_patch_size * d["patch_size"] ** 2 == shape[1]]
+            if other:
+                raise InputError(
+                    f"pixel_values rows of {shape[1]} values are {' / '.join(other)} patches ({shape[1]} = "
+                    f"{cfg.in_channels}*{cfg.temporal_patch_size}*P*P with another P), but this is a {cfg.family} "
+                    f"encoder, which takes {cfg.patch_dim} ({cfg.patch_size}-px patches). Preprocess for it: "
+                    "qvlearn.preprocess(..., family=encoder.family)")
         raise InputError(
             f"pixel_values of shape {list(shape)} do not fit grid_thw {grid.tolist()}: expected "
             f"[{rows}, {cfg.patch_dim}] (sum of t*h*w rows, each C*T*P*P = {cfg.in_channels}*"
@@ -243,13 +259,14 @@ class VisionEncoder:
         emit("embeddings", merged)
         return (merged, features) if deepstack else merged
 
-    def trace(self, pixel_values, grid_thw, to_numpy: bool = False, stages=None) -> dict:
+    def trace(self, pixel_values, grid_thw, to_numpy: bool = False, stages=None, tap: Tap | None = None) -> dict:
         """One forward, returning its stages by name (``embeddings`` is the output).
 
         ``stages``: glob patterns choosing what to keep, e.g. ``["blocks.3.*", "embeddings"]`` or
         ``["blocks.*.attn.q"]`` (:func:`qvlearn.taps.stage_names` lists them all); by default every stage
         outside the blocks' insides, ``blocks.{i}`` and (Qwen2.5-VL) ``blocks.{i}.natural`` included. A
-        pattern that matches nothing raises :class:`qvlearn.taps.TapError`.
+        pattern that matches nothing raises :class:`qvlearn.taps.TapError`. ``tap(name, array)``, if given, also
+        sees every stage as it is computed (the command line's progress bar).
         """
         from .taps import default_stages, select_stages
 
@@ -265,6 +282,8 @@ class VisionEncoder:
         def keep(name, value):
             if name in needed:
                 kept[name] = value
+            if tap is not None:
+                tap(name, value)
 
         self(pixel_values, grid_thw, tap=keep, block_taps=inner)
         if natural:  # block outputs back in token order: the inverse of the window permutation on patch rows
@@ -294,6 +313,9 @@ def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
 
     if weights_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"weights_dtype must be 'float32' or 'bfloat16', got {weights_dtype!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_encoder takes the path of a snapshot directory (a str or pathlib.Path), got "
+                          f"{type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} does not exist: give the directory of a downloaded snapshot "

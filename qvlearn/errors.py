@@ -30,3 +30,8 @@ class CheckpointError(QvlearnError):
 
 class BackendError(QvlearnError):
     """The requested array backend is unknown or not usable on this machine."""
+
+
+class OutputError(QvlearnError):
+    """An output file or cache entry cannot be written (an unwritable folder, a full disk); nothing partial is
+    left behind."""

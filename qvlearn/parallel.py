@@ -26,10 +26,36 @@ MAX_ROWS_PER_PART = 1536  # above this, more rounds of parts: the MLP's [rows, 4
 
 _POOL: ThreadPoolExecutor | None = None
 _CONTROLLER = None
+_THREADS: int | None = None  # set_threads' choice; None: every core this process may use
+_GLOBAL_LIMIT = None
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads for qvlearn's row and head parts and for the BLAS (None: every core again). The
+    command line's ``--threads``; a program embedding qvlearn calls it once at start."""
+    global _THREADS, _POOL, _GLOBAL_LIMIT
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        from .errors import QvlearnError
+
+        raise QvlearnError(f"the thread count must be a whole number >= 1, got {n!r}")
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
+    _THREADS = n
+    if _GLOBAL_LIMIT is not None:
+        _GLOBAL_LIMIT.restore_original_limits()
+        _GLOBAL_LIMIT = None
+    if n is not None:
+        from threadpoolctl import threadpool_limits
+
+        _GLOBAL_LIMIT = threadpool_limits(limits=n, user_api="blas")
 
 
 def cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    """CPU cores qvlearn uses: :func:`set_threads`' count, else the cores this process may run on (its affinity
+    mask, not the machine's count)."""
+    if _THREADS is not None:
+        return _THREADS
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

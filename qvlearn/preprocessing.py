@@ -139,11 +139,12 @@ def _orientation(image: Image.Image) -> int | None:
         return None
 
 
-def _check_path(path: Path, what: str = "image") -> Path:
+def _check_path(given, what: str = "image") -> Path:
     """A readable file, or an error that says what the path is instead."""
-    text = str(path)
-    if text.startswith(("http://", "https://")):
-        raise ImageError(f"{text} is a URL: qvlearn reads local files only; download the {what} first")
+    text = os.fspath(given)
+    if isinstance(text, str) and text.startswith(("http://", "https://", "data:")):
+        raise ImageError(f"{text[:80]} is a URL: qvlearn reads local files only; download the {what} first")
+    path = Path(text)
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an {what} file")
     if not path.exists():
@@ -170,7 +171,7 @@ def _open_checked(path: Path):
 def _load_path(image) -> Image.Image:
     """transformers' ``load_image`` on a path, ``exif_transpose(Image.open(path)).convert("RGB")``, then the
     processor's RGB conversion."""
-    path = _check_path(Path(image))
+    path = _check_path(image)
     with _open_checked(path) as opened:
         frames = getattr(opened, "n_frames", 1)
         if frames > 1:
@@ -292,7 +293,7 @@ def read_frames(video) -> list[Image.Image]:
     if isinstance(video, Image.Image):
         opened, close = video, False
     else:
-        path = _check_path(Path(video), "video")
+        path = _check_path(video, "video")
         try:
             opened, close = _open_checked(path), True
         except ImageError as exc:

@@ -82,7 +82,10 @@ def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float3
                     break
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"reference tower: missing {missing}, unexpected {unexpected}")
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"{path}: transformers' {family} tower cannot take these weights: missing "
+                              f"{sorted(missing)}, unexpected {sorted(unexpected)} (names without the visual. prefix)")
     return model.eval()
 
 

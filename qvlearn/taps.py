@@ -135,12 +135,14 @@ def save_taps(path, stages: dict, *, source: str, config: dict | None = None, ba
 
     from . import __version__
 
+    from .atomic import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(np.asarray(stages[name])) for name in sorted(stages, key=stage_order)}
     metadata = {FORMAT_KEY: FORMAT_VERSION, "source": source, "qvlearn_version": __version__, "backend": backend,
                 "config": json.dumps(config or {})}
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_file(path) as tmp:  # whole or not at all
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -283,8 +285,12 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
         for name in stages:
             for label, taps in (("first", a), ("second", b)):
                 if name not in taps:
-                    raise TapError(f"stage {name!r} is missing from the {label} tap file (it has: "
-                                   f"{', '.join(sorted(taps, key=stage_order))})")
+                    import difflib
+
+                    close = difflib.get_close_matches(name, list(taps), n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise TapError(f"stage {name!r} is missing from the {label} tap file.{hint} (It has: "
+                                   f"{', '.join(sorted(taps, key=stage_order))}; --stage takes exact names)")
         names = list(stages)
     else:
         names = [n for n in a if n in b]

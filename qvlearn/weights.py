@@ -10,7 +10,9 @@ Explained in ``notebooks/08_whole_encoder.ipynb``.
 * bf16/f16/f32 on disk, float32 in memory. bf16 -> float32 is an exact widening (the 16 bits become
   the top half of the float32), the same values torch produces with ``.float()``.
 * Every key and shape is checked against the config; missing, extra or wrongly shaped tensors are
-  an error that lists them.
+  an error that lists them, and so is any NaN or Inf in a weight (one NaN makes every embedding NaN).
+* Writing is atomic (:mod:`qvlearn.atomic`): each file appears whole, and ``config.json`` comes last, so an
+  interrupted write never looks like a snapshot.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from .atomic import atomic_file
 from .config import QWEN2_VL, VisionConfig, preset_config_dict, vision_config_from_dict
 from .errors import CheckpointError
 
@@ -38,6 +41,16 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 _DISK_DTYPES = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32}
+# A float is NaN or Inf exactly when all its exponent bits are set: checked on the raw bits, no widening.
+_EXPONENT_BITS = {np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float16): (np.uint16, 0x7C00),
+                  np.dtype(ml_dtypes.bfloat16): (np.uint16, 0x7F80)}
+
+
+def count_nonfinite(tensor: np.ndarray) -> int:
+    """How many NaN or Inf values a float32 / float16 / bfloat16 array holds."""
+    uint, mask = _EXPONENT_BITS[tensor.dtype]
+    bits = np.ascontiguousarray(tensor).view(uint)
+    return int(np.count_nonzero(np.bitwise_and(bits, uint(mask)) == uint(mask)))
 
 
 WEIGHT_ROLES = {
@@ -170,6 +183,7 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
     weights: dict[str, np.ndarray] = {}
     wrong: list[str] = []
     extra: list[str] = []
+    nonfinite: list[str] = []
     seen_prefixes: set[str] = set()
     for file in _shard_files(path):
         try:
@@ -191,6 +205,9 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
                     if tensor.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
                         raise CheckpointError(f"{key} in {file.name} has dtype {tensor.dtype}; expected bf16, "
                                               "f16 or f32")
+                    bad = count_nonfinite(tensor)
+                    if bad:
+                        nonfinite.append(f"{key} ({bad} of {tensor.size} values, in {file.name})")
                     target = _DISK_DTYPES[dtype]
                     # float32: exact widening of bf16/f16; bfloat16: a no-op for bf16 files
                     weights[name] = tensor if tensor.dtype == target else tensor.astype(target)
@@ -215,16 +232,21 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
             lines.append(f"  wrong shape ({len(wrong)}): " + "; ".join(wrong))
         lines.append("Check that config.json belongs to these weights.")
         raise CheckpointError("\n".join(lines))
+    if nonfinite:
+        raise CheckpointError(f"{len(nonfinite)} tensor(s) in {path} hold NaN or Inf, which would make every "
+                              f"embedding NaN: " + "; ".join(nonfinite) + ". The file is corrupt or was saved from a "
+                              "diverged run: download it again")
     return weights
 
 
 # ----------------------------------------------------------------------------------------------------
 # Seeded random checkpoints in the real layout
 # ----------------------------------------------------------------------------------------------------
-def random_weights(cfg: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
+def random_weights(cfg: VisionConfig, seed: int = 0, progress=None) -> dict[str, np.ndarray]:
     """Seeded float32 weights for every tensor of the tower, scaled so that activations stay in a
     realistic range through all blocks; norm gains are random too (1 + N(0, 0.1)), so that a port
-    that ignores them, or applies them in the wrong place, fails the comparison."""
+    that ignores them, or applies them in the wrong place, fails the comparison.
+    ``progress(n)``, if given, is called with each tensor's element count as it is made."""
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in expected_shapes(cfg).items():
@@ -237,7 +259,14 @@ def random_weights(cfg: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
             w = rng.standard_normal(shape, dtype=np.float32)
             w *= np.float32(1.0 / np.sqrt(fan_in))
         weights[name] = w.astype(np.float32, copy=False)
+        if progress is not None:
+            progress(w.size)
     return weights
+
+
+def checkpoint_bytes(cfg: VisionConfig, dtype: str = "bfloat16") -> int:
+    """The size on disk of a checkpoint of ``cfg``'s tower in ``dtype`` (the tensors, without headers)."""
+    return int(sum(np.prod(shape) for shape in expected_shapes(cfg).values())) * np.dtype(_DISK_DTYPES[dtype]).itemsize
 
 
 def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np.ndarray], dtype="bfloat16",
@@ -257,12 +286,17 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np
     if prefix not in PREFIXES:
         raise CheckpointError(f"prefix must be one of {PREFIXES}, got {prefix!r}")
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     config = dict(config, torch_dtype=dtype)
-    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     disk = {prefix + k: np.ascontiguousarray(v.astype(_DISK_DTYPES[dtype])) for k, v in weights.items()}
+
+    def write_config():  # last: a folder without config.json is not taken for a snapshot
+        with atomic_file(path / "config.json") as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
     if max_shard_bytes is None:
-        save_file(disk, str(path / SINGLE_FILE), metadata={"format": "pt"})
+        with atomic_file(path / SINGLE_FILE) as tmp:
+            save_file(disk, str(tmp), metadata={"format": "pt"})
+        write_config()
         return path
     shards, current, size = [], {}, 0
     for key, value in disk.items():
@@ -275,24 +309,29 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np
     weight_map = {}
     for i, shard in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(path / name), metadata={"format": "pt"})
+        with atomic_file(path / name) as tmp:
+            save_file(shard, str(tmp), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
     index = {"metadata": {"total_size": sum(v.nbytes for v in disk.values())}, "weight_map": weight_map}
-    (path / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(path / INDEX_FILE) as tmp:
+        tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    write_config()
     return path
 
 
 def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, dtype: str = "bfloat16",
-                           max_shard_bytes: int | None = None, prefix: str | None = None, **vision_overrides) -> Path:
+                           max_shard_bytes: int | None = None, prefix: str | None = None, progress=None,
+                           **vision_overrides) -> Path:
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
-    ``preset``: one of :data:`qvlearn.config.PRESETS` (``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``,
-    ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``). ``vision_overrides`` change vision_config fields, e.g.
-    ``depth=4`` for a shallow full-width tower. ``dtype``: ``bfloat16`` (as released), ``float16`` or
-    ``float32``. ``prefix``: ``"visual."`` or ``"model.visual."`` (default: as the family's releases). Returns the
+    ``preset``: one of :data:`qvlearn.config.PRESETS` (``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``, ``qwen3-vl-2b``
+    ... ``qwen3.5-35b-a3b``, and ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3.5``).
+    ``vision_overrides`` change vision_config fields, e.g. ``depth=4`` for a shallow full-width tower.
+    ``dtype``: ``bfloat16`` (as released), ``float16`` or ``float32``. ``prefix``: ``"visual."`` or
+    ``"model.visual."`` (default: as the family's releases). ``progress(n)`` is called as tensors of ``n`` values are made. An unknown override is an error. Returns the
     directory, which :func:`qvlearn.load_encoder` opens like a download.
     """
     config = preset_config_dict(preset, **vision_overrides)
     cfg = vision_config_from_dict(config, source=f"preset {preset}")
-    return save_checkpoint(path, config, random_weights(cfg, seed), dtype=dtype, max_shard_bytes=max_shard_bytes,
-                           prefix=prefix)
+    return save_checkpoint(path, config, random_weights(cfg, seed, progress), dtype=dtype,
+                           max_shard_bytes=max_shard_bytes, prefix=prefix)

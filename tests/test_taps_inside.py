@@ -123,15 +123,15 @@ def test_taps_cli_videos_animations_and_errors(tmp_path, checkpoint):
     frames = [Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)) for _ in range(3)]
     gif = tmp_path / "clip.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:])
-    paths = []
+    (tmp_path / "frames").mkdir()
     for i, frame in enumerate(frames):
-        paths.append(tmp_path / f"f{i}.png")
-        frame.save(paths[-1])
+        frame.save(tmp_path / "frames" / f"f{i}.png")
     model = str(checkpoint("tiny-qwen2.5-vl"))
     out = tmp_path / "t.safetensors"
-    proc = subprocess.run(PY + ["taps", str(image), "--video", str(gif), "--video", *map(str, paths), "--model",
-                                model, "--out", str(out), "--stages", "blocks.0.*", "--stages", "embeddings"],
-                          capture_output=True, text=True)
+    # one value per --video: an animated file, then a quoted glob of frame files
+    proc = subprocess.run(PY + ["taps", str(image), "--video", str(gif), "--video", str(tmp_path / "frames" / "f*.png"),
+                                "--model", model, "--out", str(out), "--stages", "blocks.0.*", "--stages",
+                                "embeddings"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "grid_thw [[1, 10, 16], [2, 6, 10], [2, 6, 10]]" in proc.stdout
     taps = load_file(out)
