@@ -2,11 +2,21 @@
 #   make lab    create .venv, install everything, open the course in JupyterLab
 #   make test   create .venv, install everything, run the whole test suite (tests + every notebook), then
 #               every notebook again under other numerics, and check that the run left the tree unchanged
-# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make bench.
+#               (and the test suite again against the newest transformers, NEXT_TRANSFORMERS)
+# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# torch: the CPU-only wheel. On Linux it comes from the PyTorch project's CPU-only index: PyPI's Linux wheel of the
+# same version pulls 19 CUDA packages (several GB). pip also takes it from a local wheel cache or --find-links, so
+# set-up works where that index cannot be reached; failing both, it falls back to PyPI's wheel and says so.
+# macOS: PyPI's wheel, which is the CPU (and Apple GPU) build.
+TORCH       := torch==2.13.0
+TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu,)
+# The reference the project checks against (constraints.txt), and the newest 5.x, checked by the test suite too.
+NEXT_TRANSFORMERS ?= 5.24.0
+NEXT   := $(VENV)/transformers-$(NEXT_TRANSFORMERS)
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with=tests/nbval_sanitize.cfg --nbval-cell-timeout=600
 # "Another machine" on this one: OpenBLAS's Sandybridge kernels instead of the CPU's own, MKL's compatible
 # code path, torch's portable (non-AVX) kernels, and one thread everywhere. Every stored notebook output must
@@ -18,10 +28,17 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test notebooks clean
+.PHONY: setup lab test test-next notebooks clean
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
+	  echo "make: qvlearn needs Python 3.11, 3.12 or 3.13 (numpy 2.4 and transformers 5.23 need >= 3.11);"; \
+	  echo "      $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo 'not found'). Run: make $(MAKECMDGOALS) PYTHON=python3.11"; \
+	  exit 2; }
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-deps $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --retries 2) || { \
+	  echo "make: the CPU-only torch index could not be reached: installing PyPI's $(TORCH) (on Linux a CUDA build)"; \
+	  $(PY) -m pip install --quiet --no-deps $(TORCH); }
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -42,7 +59,18 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests notebooks $(NBVAL)
 	@echo "== every notebook again under other numerics: $(OTHER_NUMERICS)"
 	$(OTHER_NUMERICS) $(PY) -m pytest -q -p no:cacheprovider notebooks $(NBVAL)
+	$(MAKE) --no-print-directory test-next
 	$(PY) tools/tree_state.py check
+
+# The test suite (parity, preprocessing, bridge, taps: everything but the notebooks) against the newest transformers
+# 5.x: the same venv with transformers $(NEXT_TRANSFORMERS) laid over it (its requirements are 5.23.0's, all met).
+$(NEXT)/.installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --target $(NEXT) transformers==$(NEXT_TRANSFORMERS)
+	touch $@
+
+test-next: $(NEXT)/.installed
+	@echo "== the test suite again against transformers $(NEXT_TRANSFORMERS)"
+	PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider tests
 
 notebooks: setup
 	$(PY) tools/regenerate_notebooks.py notebooks/*.ipynb

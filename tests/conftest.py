@@ -69,3 +69,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionstart(session):
+    """`make test-next` runs the suite against another transformers: make sure that is the one imported."""
+    expected = os.environ.get("QVLEARN_EXPECT_TRANSFORMERS")
+    if expected:
+        import transformers
+
+        if transformers.__version__ != expected:
+            pytest.exit(f"expected transformers {expected}, but {transformers.__version__} was imported from "
+                        f"{transformers.__file__}", returncode=3)

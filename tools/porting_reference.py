@@ -149,9 +149,14 @@ merger output (the LLM width).
   **ceil** each side (no clamp needed). Released limits: min {MIN_PIXELS} (4 tokens), max {MAX_PIXELS} (16384
   tokens); the processor class defaults are min 3136 and max 1003520 (1280 tokens) -- know which one you use.
   qwen-vl-utils' own smart_resize clamps the *initial* rounding to >= 28 and has no clamp when shrinking.
-* **RGB conversion**: any alpha channel, or palette transparency, is composited onto **white**
-  (`alpha_composite` on an opaque white RGBA image, then RGB); every other mode (L, P, CMYK, I;16, ...) goes
-  through PIL's `convert("RGB")`. An animated image is not one image: qvlearn refuses it (pass it as a video).
+* **Loading a file** (transformers' `load_image`, for a path): `ImageOps.exif_transpose` first, so the EXIF
+  Orientation a phone writes (6: stored sideways) is applied and the grid is the upright picture's; then PIL's
+  `convert("RGB")`, which drops an alpha channel (transparent pixels keep their stored colour). An image handed
+  over in memory (a PIL image, an array) is **not** rotated: `Image.open` does not apply EXIF.
+* **RGB conversion** (every image, after loading): any alpha channel, or palette transparency, is composited onto
+  **white** (`alpha_composite` on an opaque white RGBA image, then RGB); every other mode (L, P, CMYK, I;16, ...)
+  goes through PIL's `convert("RGB")`. After a file's `convert("RGB")` only a palette's transparent colour is left
+  for this step. An animated image is not one image: qvlearn refuses it (pass it as a video).
 * **Resize**: PIL bicubic (a = -0.5, antialiased when shrinking) on uint8, skipped when the size already fits.
   transformers 5.x's *default* image processor uses torchvision's antialiased bicubic instead: a few grey levels
   apart. qvlearn matches `Qwen2VLImageProcessorPil` bit for bit.
