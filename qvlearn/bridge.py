@@ -2,7 +2,7 @@
 embeddings into the text sequence, and the 3-D M-RoPE position ids (``get_rope_index``).
 
 Explained in ``notebooks/10_bridge_to_the_llm.ipynb``. Host-side NumPy; checked against
-transformers 5.23 (spec §6).
+transformers 5.23 (notebook 10).
 
 * One image or video entry with ``grid_thw = (t, h, w)`` becomes ``t*h*w / 4`` LLM tokens.
 * The chat template writes one ``<|image_pad|>`` (``<|video_pad|>``) per entry; the processor repeats it

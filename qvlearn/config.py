@@ -2,7 +2,7 @@
 
 Explained in ``notebooks/08_whole_encoder.ipynb``.
 
-Two traps live here (spec §1):
+Two traps live here:
 
 * ``vision_config.hidden_size`` is the *LLM width* (merger output) in Qwen2-VL, where the ViT width is
   ``embed_dim``; in Qwen2.5-VL it is the *ViT width*, and the merger output is ``out_hidden_size``.
@@ -26,7 +26,7 @@ QWEN3_VL = "qwen3_vl"
 QWEN3_5 = "qwen3_5"
 FAMILIES = (QWEN2_VL, QWEN2_5_VL, QWEN3_VL, QWEN3_5)
 THIRD_GENERATION = (QWEN3_VL, QWEN3_5)
-"""Qwen3-VL and Qwen3.5 (spec §12): 16-px patches, a Conv3d with bias, an interpolated learned position table,
+"""Qwen3-VL and Qwen3.5 (notebook 13): 16-px patches, a Conv3d with bias, an interpolated learned position table,
 LayerNorm blocks with a gelu_pytorch_tanh MLP, full attention per frame pair; DeepStack mergers (Qwen3-VL)."""
 
 # model_type strings that name each family: top level (4.x and 5.x), vision-only 5.x, vision-only 4.x.
@@ -328,7 +328,7 @@ def read_config(path: str | os.PathLike) -> VisionConfig:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Presets: the vision_config exactly as each released checkpoint ships it (spec §1.2), so that the
+# Presets: the vision_config exactly as each released checkpoint ships it, so that the
 # loader's defaults are exercised, plus small towers for tests.
 # ----------------------------------------------------------------------------------------------------
 _Q2_ORIGINAL = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_chans=3, patch_size=14,

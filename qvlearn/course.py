@@ -68,20 +68,35 @@ PIPELINE = (
     ("merger", "[N/4, 3584]", "notebook 07"),
     ("LLM", "pads, M-RoPE ids", "notebook 10"),
 )
-"""The encoder's pipeline as the course walks it: (stage, what comes out, the notebook that explains it)."""
+"""The encoder's pipeline as the course walks it: (stage, what comes out, the notebook that explains it), with the
+Qwen2.5-VL-7B tower's values."""
+PIPELINE_QWEN3 = (
+    ("image", "H x W x 3 uint8", "notebooks 01, 13"),
+    ("preprocess", "pixel_values [N, 1536]", "notebook 13"),
+    ("patch embed", "+ bias + positions [N, 1152]", "notebook 13"),
+    ("2-D RoPE", "cos, sin [N, 72]", "notebooks 03, 13"),
+    ("27 blocks", "full attention, [N, 1152]", "notebook 13"),
+    ("DeepStack", "3 x [N/4, 4096]", "notebook 13"),
+    ("merger", "[N/4, 4096]", "notebook 13"),
+    ("LLM", "interleaved M-RoPE", "notebooks 10, 13"),
+)
+"""The same for the third generation, with the Qwen3-VL-8B tower's values: no windows, a learned position table,
+DeepStack features from blocks 8, 16 and 24."""
 
 
-def show_pipeline(*here: str):
-    """A one-line picture of the pipeline with the stages ``here`` highlighted (each notebook's first figure)."""
+def show_pipeline(*here: str, family: str = "qwen2_5_vl"):
+    """A one-line picture of the pipeline with the stages ``here`` highlighted (each notebook's first figure);
+    ``family="qwen3_vl"`` draws the third generation's."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
-    names = [name for name, _, _ in PIPELINE]
+    pipeline = PIPELINE_QWEN3 if family in ("qwen3_vl", "qwen3_5") else PIPELINE
+    names = [name for name, _, _ in pipeline]
     unknown = [h for h in here if h not in names]
     if unknown:
         raise ValueError(f"unknown pipeline stage(s) {unknown}; stages are {names}")
     fig, ax = plt.subplots(figsize=(13, 1.35))
-    for i, (name, shape, notebook) in enumerate(PIPELINE):
+    for i, (name, shape, notebook) in enumerate(pipeline):
         lit = name in here
         ax.add_patch(FancyBboxPatch((i * 1.6, 0), 1.3, 1, boxstyle="round,pad=0.05",
                                     facecolor="#f4a261" if lit else "#e9ecef", edgecolor="#555" if lit else "#bbb"))
@@ -91,7 +106,7 @@ def show_pipeline(*here: str):
         if i:
             ax.annotate("", xy=(i * 1.6 - 0.08, 0.5), xytext=(i * 1.6 - 0.22, 0.5),
                         arrowprops=dict(arrowstyle="->", color="#777"))
-    ax.set_xlim(-0.15, len(PIPELINE) * 1.6 - 0.15)
+    ax.set_xlim(-0.15, len(pipeline) * 1.6 - 0.15)
     ax.set_ylim(-0.4, 1.1)
     ax.set_axis_off()
     fig.tight_layout()

@@ -2,7 +2,7 @@
 
 Explained in ``notebooks/01_preprocessing.ipynb``; videos in ``notebooks/09_videos_and_batches.ipynb``.
 
-Pipeline (spec §5), bit-identical to transformers' ``Qwen2VLImageProcessorPil``:
+Pipeline, bit-identical to transformers' ``Qwen2VLImageProcessorPil``:
 
 1. Loading as transformers does: a file path gets its EXIF orientation applied (a phone photo stored sideways
    comes out upright) and a plain RGB conversion; an in-memory image is taken as it is (no EXIF rotation) and
@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-# Released preprocessor_config.json values (spec §1.3). Note that transformers' *class* default for
+# Released preprocessor_config.json values. Note that transformers' *class* default for
 # max_pixels is 28*28*1280 = 1003520; the released checkpoints use 12845056.
 MIN_PIXELS = 3136
 MAX_PIXELS = 12845056

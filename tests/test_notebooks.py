@@ -123,3 +123,89 @@ def test_running_notebooks_does_not_write_into_the_repository():
         source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"])
         assert ".savefig(" not in source, f"{path.name}: use qvlearn.course.save_figure, not fig.savefig"
         assert "../images/" not in source.replace("](../images/", ""), f"{path.name}: writes into ../images/"
+
+
+# --- claims that go stale: links, cut tables, sections ----------------------------------------------------------
+ROOT = Path(__file__).parent.parent
+TEXTS = NOTEBOOKS + [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "exercises" / "README.md"]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+CUT_SLICE = re.compile(r"\{[^{}\n]*\[:\d{2,}\][^{}\n]*\}")   # `{text[:62]}` in an f-string: a table cell cut mid-word
+SECTION = re.compile(r"§\s?(\d+)")
+
+
+def _prose(path: Path) -> list[tuple[str, str]]:
+    """(where, text) of every markdown cell and stored text output of a notebook, or the whole text of a file."""
+    if path.suffix != ".ipynb":
+        return [(path.name, path.read_text(encoding="utf-8"))]
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            found.append((f"{path.name} cell {i}", "".join(cell["source"])))
+        for out in cell.get("outputs", []):
+            found.append((f"{path.name} cell {i} output", "".join(out.get("text", ""))
+                          + "".join((out.get("data") or {}).get("text/plain", ""))))
+    return found
+
+
+def link_problems(path: Path, text: str) -> list[str]:
+    bad = []
+    for target in LINK.findall(text):
+        if target.startswith(("http://", "https://", "#", "mailto:")):
+            continue
+        if not (path.parent / target.split("#")[0]).exists():
+            bad.append(f"{target} does not exist")
+    return bad
+
+
+def section_problems(path: Path, text: str) -> list[str]:
+    """A § must name a paper's section ('the Qwen2-VL report, §2.1') or a section of a notebook that has it
+    ('notebook 1, §6'); the project's spec is not in the repository, so 'spec §...' points nowhere."""
+    bad = []
+    for match in SECTION.finditer(text):
+        before = text[max(0, match.start() - 30): match.start()]
+        notebook = re.search(r"notebook (\d+), $", before)
+        if notebook:
+            target = next((p for p in NOTEBOOKS if p.name.startswith(f"{int(notebook.group(1)):02d}_")), None)
+            headings = "\n".join("".join(c["source"]) for c in json.loads(target.read_text())["cells"]
+                                 if c["cell_type"] == "markdown") if target else ""
+            if not re.search(rf"^## {match.group(1)}\.", headings, re.M):
+                bad.append(f"{before.strip()} §{match.group(1)}: that notebook has no section {match.group(1)}")
+        elif not re.search(r"report,? \(?$", before):
+            bad.append(f"...{before.strip()} §{match.group(1)}: not a section of anything in the repository")
+    return bad
+
+
+def test_the_claim_checks_catch_what_they_are_about(tmp_path):
+    page = tmp_path / "page.md"
+    assert link_problems(page, "see [12](12_debugging_a_port.ipynb)") == ["12_debugging_a_port.ipynb does not exist"]
+    assert link_problems(NOTEBOOKS[0], "see [12](12_debugging_a_port.ipynb) and [web](https://x.org)") == []
+    assert section_problems(page, "spec checklist §11.3 (no public report found)")
+    assert section_problems(page, "as the notebook 1, §9 says")
+    assert not section_problems(page, "the Qwen2-VL report (§2.1) and the Qwen2.5-VL report, §2.1; notebook 1, §6")
+    assert CUT_SLICE.search('print(f"{name:25s} {bug.reported[:60]}")')
+    assert not CUT_SLICE.search("print(f\"{x[:3]} {rows[2:]}\")")
+
+
+@pytest.mark.parametrize("path", TEXTS, ids=lambda p: p.name)
+def test_links_and_section_references_resolve(path):
+    problems = [f"{where}: {p}" for where, text in _prose(path) for p in link_problems(path, text)
+                + section_problems(path, text)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_printed_table_cuts_its_text(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cut = [m.group(0) for c in nb["cells"] if c["cell_type"] == "code" for m in CUT_SLICE.finditer("".join(c["source"]))]
+    assert not cut, f"{path.name}: text cut to a width inside a printed table ({cut}); wrap it (textwrap) instead"
+
+
+def test_previous_and_next_links_walk_the_course_in_order():
+    names = [p.name for p in NOTEBOOKS]
+    for i, path in enumerate(NOTEBOOKS):
+        last = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][-1]["source"])
+        links = dict(re.findall(r"(Previous|Next): \[[^\]]*\]\(([^)]*)\)", last))
+        assert links.get("Previous") == names[i - 1], (path.name, links)   # the tour's Previous is the last notebook
+        if i + 1 < len(names):
+            assert links.get("Next") == names[i + 1], (path.name, links)
