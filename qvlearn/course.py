@@ -73,7 +73,7 @@ Qwen2.5-VL-7B tower's values."""
 PIPELINE_QWEN3 = (
     ("image", "H x W x 3 uint8", "notebooks 01, 13"),
     ("preprocess", "pixel_values [N, 1536]", "notebook 13"),
-    ("patch embed", "+ bias + positions [N, 1152]", "notebook 13"),
+    ("patch embed", "+ positions [N, 1152]", "notebook 13"),
     ("2-D RoPE", "cos, sin [N, 72]", "notebooks 03, 13"),
     ("27 blocks", "full attention, [N, 1152]", "notebook 13"),
     ("DeepStack", "3 x [N/4, 4096]", "notebook 13"),
