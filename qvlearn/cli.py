@@ -17,6 +17,7 @@ Exit codes: 0 done, 1 ``compare`` found a stage beyond tolerance, 2 bad input (a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir, default_model  # noqa: F401  (cache_dir: kept importable from here)
+from .cache import default_model
 
 DEFAULT_PRESET = "qwen2.5-vl-7b"
 DEFAULT_SEED = 0
@@ -83,11 +84,12 @@ def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray, deepst
     arrays.update({f"deepstack.{j}": np.ascontiguousarray(f) for j, f in enumerate(deepstack)})
     suffix = path.suffix.lower()
     files = output_files(path, bool(len(deepstack)))
-    if suffix == ".npy":
+    if suffix == ".npy":  # all files appear together: each is renamed only once every one is written
         values = [arrays["embeddings"], arrays["grid_thw"]] + ([np.stack(deepstack)] if len(deepstack) else [])
-        for file, value in zip(files, values, strict=True):
-            with atomic_file(file) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, value)
+        with contextlib.ExitStack() as stack:
+            for file, value in zip(files, values, strict=True):
+                with open(stack.enter_context(atomic_file(file)), "wb") as handle:
+                    np.save(handle, value)
     elif suffix == ".npz":
         with atomic_file(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)

@@ -246,6 +246,23 @@ def test_a_full_disk_leaves_no_file(tmp_path, monkeypatch, suffix):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_npy_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch):
+    """``.npy`` writes NAME.npy and NAME.grid_thw.npy: a failure on the second leaves neither."""
+    real_save = np.save
+    calls = []
+
+    def save(handle, value):
+        calls.append(value.shape)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(handle, value)
+
+    monkeypatch.setattr(np, "save", save)
+    with pytest.raises(OutputError):
+        cli.save_output(tmp_path / "e.npy", np.ones((4, 8), np.float32), np.array([[1, 4, 4]]))
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_a_real_full_disk(tmp_path, checkpoint, photo):
     """The same on a 64 KiB tmpfs, where one is allowed (root on Linux); skipped elsewhere."""
     mount = tmp_path / "full"
