@@ -78,7 +78,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 def hf_patchify(frames: np.ndarray, patch: int = 14, merge: int = 2, temporal: int = 2) -> np.ndarray:
     """transformers' own video patchify (its source, compiled) on frames [T, C, H, W]."""
-    from qvlearn.reference import _transformers_video_patchify
+    from qvlearn.tools.reference import _transformers_video_patchify
 
     rows, *_ = _transformers_video_patchify()(None, torch.from_numpy(np.ascontiguousarray(frames))[None],
                                               patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
@@ -476,7 +476,7 @@ def check_08_2(fn):
 @exercise("10.1", "rope_index_images", "Qwen2-VL M-RoPE positions [3, S] for text and images")
 def check_10_1(fn):
     from qvlearn.bridge import IMAGE_TOKEN_ID, VISION_END_TOKEN_ID, VISION_START_TOKEN_ID, expand_vision_pads
-    from qvlearn.reference import reference_get_rope_index
+    from qvlearn.tools.reference import reference_get_rope_index
 
     grids = np.array([[1, 4, 6], [1, 8, 2]])
     ids = ([5, 6, 7, VISION_START_TOKEN_ID, IMAGE_TOKEN_ID, VISION_END_TOKEN_ID, 8, 9]

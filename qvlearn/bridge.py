@@ -27,12 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .families import FAMILIES, QWEN2_TOKENS
 from .grid import as_grid_thw
 
-VISION_START_TOKEN_ID = 151652
-VISION_END_TOKEN_ID = 151653
-IMAGE_TOKEN_ID = 151655
-VIDEO_TOKEN_ID = 151656
+VISION_START_TOKEN_ID = QWEN2_TOKENS["vision_start_token_id"]  # Qwen2-VL .. Qwen3-VL; Qwen3.5: its family's token_ids
+VISION_END_TOKEN_ID = QWEN2_TOKENS["vision_end_token_id"]
+IMAGE_TOKEN_ID = QWEN2_TOKENS["image_token_id"]
+VIDEO_TOKEN_ID = QWEN2_TOKENS["video_token_id"]
 TEXT_AFTER_VISION = ("spatial", "max+1")  # transformers 5.x, transformers <= 4.57 / vLLM
 
 
@@ -88,14 +89,17 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
                    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID):
     """3-D M-RoPE position ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` for already-expanded ``input_ids``.
 
-    ``family``: ``qwen2_vl`` (no temporal interval), ``qwen2_5_vl``, or ``qwen3_vl`` (also Qwen3.5: each video frame
-    pair is its own run, between timestamp texts; no interval). ``text_after_vision``:
+    ``family``: any family of :mod:`qvlearn.families`, which names its rule (``rope_index``): ``qwen2_vl`` (no
+    temporal interval), ``qwen2_5_vl`` (videos step by ``second_per_grid_t * tokens_per_second``), or ``qwen3_vl``
+    (Qwen3-VL, Qwen3.5: each video frame pair is its own run, between timestamp texts; no interval). The token ids
+    are Qwen2's unless given (Qwen3.5's are its family's ``token_ids``). ``text_after_vision``:
     ``"spatial"`` (transformers 5.x) or ``"max+1"`` (transformers <= 4.57, vLLM). Padding positions
     (``attention_mask == 0``) get 0, as in transformers.
     """
-    if family not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
-        raise InputError(f"family must be qwen2_vl, qwen2_5_vl or qwen3_vl (Qwen3.5 uses qwen3_vl's rule), got {family!r}")
-    if family == "qwen3_vl" and video_grid_thw is not None:  # one (1, h, w) grid per frame pair
+    if family not in FAMILIES:
+        raise InputError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    rule = FAMILIES[family].rope_index
+    if rule == "qwen3_vl" and video_grid_thw is not None:  # one (1, h, w) grid per frame pair
         videos = as_grid_thw(video_grid_thw, spatial_merge_size)
         video_grid_thw = np.repeat(videos, videos[:, 0], axis=0)
         video_grid_thw[:, 0] = 1
@@ -133,7 +137,7 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
                 if len(run) != t * gh * gw:
                     raise InputError(f"a vision run of {len(run)} tokens does not match its grid {(t, h, w)} "
                                      f"({t * gh * gw} tokens); expand the pads with expand_vision_pads")
-                if kind == 2 and family == "qwen2_5_vl":
+                if kind == 2 and rule == "qwen2_5_vl":
                     tt = temporal_positions(t, tokens_per_second, next(seconds, np.float32(1.0)))
                 else:
                     tt = np.arange(t, dtype=np.int64)  # images and Qwen2-VL videos: one step per frame pair

@@ -19,56 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .families import FAMILIES as FAMILY_TABLE
+from .families import FAMILY_OF_MODEL_TYPE, Family
 
 QWEN2_VL = "qwen2_vl"
 QWEN2_5_VL = "qwen2_5_vl"
 QWEN3_VL = "qwen3_vl"
 QWEN3_5 = "qwen3_5"
-FAMILIES = (QWEN2_VL, QWEN2_5_VL, QWEN3_VL, QWEN3_5)
-THIRD_GENERATION = (QWEN3_VL, QWEN3_5)
+FAMILIES = tuple(FAMILY_TABLE)
+THIRD_GENERATION = tuple(name for name, f in FAMILY_TABLE.items() if f.generation == 3)
 """Qwen3-VL and Qwen3.5 (notebook 13): 16-px patches, a Conv3d with bias, an interpolated learned position table,
 LayerNorm blocks with a gelu_pytorch_tanh MLP, full attention per frame pair; DeepStack mergers (Qwen3-VL)."""
 
-# model_type strings that name each family: top level (4.x and 5.x), vision-only 5.x, vision-only 4.x.
-# The MoE models share their dense sibling's vision tower.
-_FAMILY_OF_MODEL_TYPE = {
-    "qwen2_vl": QWEN2_VL,
-    "qwen2_vl_vision": QWEN2_VL,
-    "qwen2_5_vl": QWEN2_5_VL,
-    "qwen2_5_vl_vision": QWEN2_5_VL,
-    "qwen3_vl": QWEN3_VL,
-    "qwen3_vl_vision": QWEN3_VL,
-    "qwen3_vl_moe": QWEN3_VL,
-    "qwen3_vl_moe_vision": QWEN3_VL,
-    "qwen3_5": QWEN3_5,
-    "qwen3_5_vision": QWEN3_5,
-    "qwen3_5_moe": QWEN3_5,
-    "qwen3_5_moe_vision": QWEN3_5,
-}
+# model_type strings that name each family (the family table's model_types)
+_FAMILY_OF_MODEL_TYPE = FAMILY_OF_MODEL_TYPE
 
-# Class defaults of transformers 5.23 `Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig` (identical in 4.x).
-HF_VISION_DEFAULTS = {
-    QWEN2_VL: dict(
-        depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4, num_heads=16,
-        in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-    ),
-    QWEN2_5_VL: dict(
-        depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16, in_channels=3,
-        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=4, window_size=112,
-        out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31],
-    ),
-    # Qwen3VLVisionConfig / Qwen3_5VisionConfig (the MoE variants have the same defaults)
-    QWEN3_VL: dict(
-        depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
-        in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=3584,
-        num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
-    ),
-    QWEN3_5: dict(
-        depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
-        in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=3584,
-        num_position_embeddings=2304,
-    ),
-}
+# Class defaults of transformers 5.23's vision configs (identical in 4.x), from the family table.
+HF_VISION_DEFAULTS = {name: f.hf_defaults for name, f in FAMILY_TABLE.items()}
 # transformers' attribute_map: these aliases are accepted for the same fields.
 _ALIASES = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
 DEFAULT_ROPE_THETA = 10000.0
@@ -119,31 +86,33 @@ class VisionConfig:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; expected one of "
                               f"{SUPPORTED_ACTIVATIONS}")
         self._check_block_indexes("fullatt_block_indexes")
-        if self.family in THIRD_GENERATION:
+        if self.kind.position_table:
             side = int(round(self.num_position_embeddings ** 0.5))
             if self.num_position_embeddings <= 0 or side * side != self.num_position_embeddings:
                 raise ConfigError(f"num_position_embeddings must be a positive square (48*48 = 2304 as released), "
                                   f"got {self.num_position_embeddings!r}")
         self._check_block_indexes("deepstack_visual_indexes")
-        if self.deepstack_visual_indexes and self.family != QWEN3_VL:
+        if self.deepstack_visual_indexes and not self.kind.deepstack:
             raise ConfigError(f"deepstack_visual_indexes are a Qwen3-VL feature; {self.family} has none")
-        if self.family == QWEN2_5_VL and self.window_merged < 1:
+        if self.kind.windows and self.window_merged < 1:
             raise ConfigError(f"window_size {self.window_size} is smaller than one merged token "
                               f"({self.patch_size * self.spatial_merge_size} px)")
 
     def json_key(self, field: str) -> str:
         """The ``config.json`` key behind a field of this class (``width`` is ``embed_dim`` in Qwen2-VL and
         ``hidden_size`` elsewhere), for messages that point at the file."""
-        if self.family == QWEN2_VL:
-            return {"width": "embed_dim", "mlp_width": "mlp_ratio (x embed_dim)", "out_hidden_size": "hidden_size",
-                    "in_channels": "in_chans"}.get(field, field)
-        return {"width": "hidden_size", "mlp_width": "intermediate_size"}.get(field, field)
+        return self.kind.json_keys.get(field, field)
 
     def _check_block_indexes(self, field: str) -> None:
         values = getattr(self, field)
         bad = [i for i in values if not (0 <= int(i) < self.depth)]
         if bad:
             raise ConfigError(f"{field} {list(values)} name blocks outside 0..{self.depth - 1}: {bad}")
+
+    @property
+    def kind(self) -> Family:
+        """This family's entry of the family table (:mod:`qvlearn.families`)."""
+        return FAMILY_TABLE[self.family]
 
     # -- derived sizes ----------------------------------------------------------------------------
     @property
@@ -166,21 +135,21 @@ class VisionConfig:
 
     @property
     def uses_windows(self) -> bool:
-        return self.family == QWEN2_5_VL
+        return self.kind.windows
 
     @property
     def third_generation(self) -> bool:
         """Qwen3-VL / Qwen3.5: learned position table, LayerNorm + fc1/fc2 MLP, Conv3d bias, no windows."""
-        return self.family in THIRD_GENERATION
+        return self.kind.generation == 3
 
     @property
     def position_grid_side(self) -> int:
         """Side of the square learned position table (48 for 2304 entries); 0 when there is none."""
-        return int(round(self.num_position_embeddings ** 0.5)) if self.third_generation else 0
+        return int(round(self.num_position_embeddings ** 0.5)) if self.kind.position_table else 0
 
     @property
     def uses_layer_norm(self) -> bool:
-        return self.family != QWEN2_5_VL
+        return self.kind.norm == "layer"
 
     def is_full_attention_block(self, i: int) -> bool:
         return (not self.uses_windows) or i in self.fullatt_block_indexes
@@ -193,34 +162,41 @@ class VisionConfig:
                       patch_size=self.patch_size, spatial_merge_size=self.spatial_merge_size,
                       temporal_patch_size=self.temporal_patch_size, hidden_act=self.hidden_act,
                       rope_parameters=rope)
-        if self.family == QWEN2_VL:
+        kind = self.kind
+        out = dict(common, model_type=kind.vision_model_type)
+        if kind.json_keys.get("width") == "embed_dim":  # Qwen2-VL's vocabulary: embed_dim, mlp_ratio, hidden_size
             if self.mlp_width % self.width:
                 raise ConfigError("Qwen2-VL expresses the MLP width as an integer mlp_ratio of embed_dim")
-            return dict(common, model_type="qwen2_vl_vision", embed_dim=self.width,
-                        hidden_size=self.out_hidden_size, mlp_ratio=self.mlp_width // self.width)
-        if self.third_generation:
-            extra = dict(deepstack_visual_indexes=list(self.deepstack_visual_indexes)) if self.family == QWEN3_VL else {}
-            return dict(common, model_type=f"{self.family}_vision", hidden_size=self.width,
-                        intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size,
-                        num_position_embeddings=self.num_position_embeddings, **extra)
-        return dict(common, model_type="qwen2_5_vl_vision", hidden_size=self.width,
-                    intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size,
-                    window_size=self.window_size, fullatt_block_indexes=list(self.fullatt_block_indexes),
-                    tokens_per_second=self.tokens_per_second)
+            out.update(embed_dim=self.width, hidden_size=self.out_hidden_size, mlp_ratio=self.mlp_width // self.width)
+        else:
+            out.update(hidden_size=self.width, intermediate_size=self.mlp_width, out_hidden_size=self.out_hidden_size)
+        if kind.windows:
+            out.update(window_size=self.window_size, fullatt_block_indexes=list(self.fullatt_block_indexes),
+                       tokens_per_second=self.tokens_per_second)
+        if kind.position_table:
+            out.update(num_position_embeddings=self.num_position_embeddings)
+        if kind.deepstack:
+            out.update(deepstack_visual_indexes=list(self.deepstack_visual_indexes))
+        return out
 
     def summary(self) -> str:
-        if self.third_generation:
+        kind = self.kind
+        parts = [f"{self.patch_size}-px patches"] if kind.position_table else []
+        if kind.position_table:
             side = self.position_grid_side
-            kind = (f"{self.patch_size}-px patches, {side}x{side} learned positions, LayerNorm, fc1/{self.hidden_act}/fc2, "
-                    f"full attention" + (f", DeepStack at {list(self.deepstack_visual_indexes)}"
-                                         if self.deepstack_visual_indexes else ""))
-            return (f"{self.family}: {self.depth} blocks, width {self.width}, {self.num_heads} heads of {self.head_dim}, "
-                    f"MLP {self.mlp_width}, out {self.out_hidden_size} ({kind})")
-        kind = "LayerNorm, fc1/QuickGELU/fc2, full attention" if self.family == QWEN2_VL else \
-            f"RMSNorm, SiLU-gated MLP, windows of {self.window_merged}x{self.window_merged} merged tokens, " \
-            f"full attention at {list(self.fullatt_block_indexes)}"
+            parts.append(f"{side}x{side} learned positions")
+        parts.append("LayerNorm" if kind.norm == "layer" else "RMSNorm")
+        parts.append("SiLU-gated MLP" if kind.mlp == "gated" else
+                     f"fc1/{'QuickGELU' if self.hidden_act == 'quick_gelu' else self.hidden_act}/fc2")
+        if kind.windows:
+            parts += [f"windows of {self.window_merged}x{self.window_merged} merged tokens",
+                      f"full attention at {list(self.fullatt_block_indexes)}"]
+        else:
+            parts.append("full attention")
+        if self.deepstack_visual_indexes:
+            parts.append(f"DeepStack at {list(self.deepstack_visual_indexes)}")
         return (f"{self.family}: {self.depth} blocks, width {self.width}, {self.num_heads} heads of {self.head_dim}, "
-                f"MLP {self.mlp_width}, out {self.out_hidden_size} ({kind})")
+                f"MLP {self.mlp_width}, out {self.out_hidden_size} ({', '.join(parts)})")
 
 
 def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionConfig:
@@ -247,7 +223,7 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
         if isinstance(type_name, str) and type_name.startswith(("qwen4", "qwen2_5_omni", "qwen3_omni", "glm4v")):
             hint = " (a related model whose vision tower qvlearn does not implement)"
         raise ConfigError(
-            f"{source}: model_type {type_name!r} is not a Qwen2-VL, Qwen2.5-VL, Qwen3-VL or Qwen3.5 model{hint}; "
+            f"{source}: model_type {type_name!r} is not a {_titles()} model{hint}; "
             f"qvlearn reads model_type one of {sorted(_FAMILY_OF_MODEL_TYPE)}. Point it at a snapshot of one of them.")
 
     values = dict(HF_VISION_DEFAULTS[family])
@@ -269,24 +245,14 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
                 raise ConfigError(f"{source}: non-square {key} {values[key]} is not supported")
             values[key] = values[key][0]
     try:
-        deepstack = ()
-        if family == QWEN2_VL:
-            width = values["embed_dim"]
-            mlp_width = int(width * values["mlp_ratio"])
-            out = values["hidden_size"]
-            fullatt = ()
-        elif family in THIRD_GENERATION:
-            width = values["hidden_size"]
-            mlp_width = values["intermediate_size"]
-            out = values["out_hidden_size"]
-            fullatt = ()
-            if family == QWEN3_VL:  # Qwen3.5's released configs carry an empty list, which its class drops
-                deepstack = tuple(int(i) for i in values["deepstack_visual_indexes"])
+        kind = FAMILY_TABLE[family]
+        if kind.json_keys.get("width") == "embed_dim":  # Qwen2-VL: the ViT width is embed_dim, hidden_size the LLM's
+            width, mlp_width, out = values["embed_dim"], int(values["embed_dim"] * values["mlp_ratio"]), values["hidden_size"]
         else:
-            width = values["hidden_size"]
-            mlp_width = values["intermediate_size"]
-            out = values["out_hidden_size"]
-            fullatt = tuple(int(i) for i in values["fullatt_block_indexes"])
+            width, mlp_width, out = values["hidden_size"], values["intermediate_size"], values["out_hidden_size"]
+        fullatt = tuple(int(i) for i in values["fullatt_block_indexes"]) if kind.windows else ()
+        # Qwen3.5's released configs carry an empty deepstack list, which its class drops
+        deepstack = tuple(int(i) for i in values["deepstack_visual_indexes"]) if kind.deepstack else ()
         return VisionConfig(
             family=family, depth=values["depth"], width=width, num_heads=values["num_heads"],
             mlp_width=mlp_width, hidden_act=values["hidden_act"], out_hidden_size=out,
@@ -300,6 +266,11 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
         if isinstance(exc, ConfigError):
             raise ConfigError(f"{source}: {exc}") from None
         raise ConfigError(f"{source}: malformed vision_config ({exc})") from None
+
+
+def _titles() -> str:
+    titles = [f.title for f in FAMILY_TABLE.values()]
+    return ", ".join(titles[:-1]) + " or " + titles[-1]
 
 
 def read_config_json(path: str | os.PathLike) -> dict:
@@ -398,11 +369,6 @@ PRESET_NOTES: dict[str, str] = {
 }
 """Where each third-generation preset's values come from; a preset marked NOT CONFIRMED is a best reading."""
 
-_ARCHITECTURES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-                  "qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-                  "qwen3_5": "Qwen3_5ForConditionalGeneration", "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
-
-
 VISION_KEYS = frozenset(k for d in [*HF_VISION_DEFAULTS.values(), *(p["vision_config"] for p in PRESETS.values())]
                         for k in d) | set(_ALIASES) | {"rope_theta", "rope_parameters", "window_size"}
 """The ``vision_config`` fields a preset may override (``save_random_checkpoint(..., depth=4)``)."""
@@ -426,12 +392,8 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
         raise ConfigError(f"unknown vision_config field(s) {', '.join(hints)}; the fields are "
                           f"{', '.join(sorted(VISION_KEYS))}")
     vision = dict(base["vision_config"], **vision_overrides)
-    tokens = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                  vision_end_token_id=151653)
-    if family == QWEN3_5:  # Qwen3.5's larger vocabulary (video/start/end as released; image = video - 1)
-        tokens = dict(image_token_id=248056, video_token_id=248057, vision_start_token_id=248053,
-                      vision_end_token_id=248054)
-    config = dict(architectures=[_ARCHITECTURES[base["model_type"]]], model_type=base["model_type"],
+    tokens = dict(FAMILY_TABLE[family].token_ids)
+    config = dict(architectures=[FAMILY_TABLE[family].architectures[base["model_type"]]], model_type=base["model_type"],
                   vision_config=vision, **tokens, torch_dtype="bfloat16", qvlearn_preset=preset)
     vision_config_from_dict(config, source=f"preset {preset}")  # validate early
     return config

@@ -1,6 +1,8 @@
 """The whole vision encoder of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5.
 
 Explained in ``notebooks/08_whole_encoder.ipynb`` (and ``notebooks/13_qwen3_vl.ipynb`` for the third generation).
+The same forward in plain NumPy, to read and port from, is :mod:`qvlearn.spec`; this one runs the engine's kernel
+table (:mod:`qvlearn.engine.kernels`), and the two are tested equal stage by stage.
 
     pixel_values [N, C*T*P*P] --patch_embed (+ bias in Qwen3)--> [N, D]
       (Qwen3) + the learned position table, interpolated to the grid
@@ -13,58 +15,43 @@ Explained in ``notebooks/08_whole_encoder.ipynb`` (and ``notebooks/13_qwen3_vl.i
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
-from array_api_compat import array_namespace
 
-from .attention import DEFAULT_CHUNK_BYTES, SegmentPlan
 from .backend import Backend, get_backend, supports_out, widen_bf16
-from .block import norm, vision_block, vision_block_tapped
 from .config import VisionConfig, read_config
+from .engine.attention import DEFAULT_CHUNK_BYTES, SegmentPlan
+from .engine.kernels import KERNELS, Kernels
 from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
-from .merger import merge_2x2, merger_mlp, merger_qwen3, restore_order
-from .patch_embed import conv3d_weight_as_matrix, patch_embed
-from .pos_embed import interpolated_pos_embed, interpolation_indices_and_weights
-from .rotary import inv_freq, rotary_cos_sin, rotary_position_ids
+from .patch_embed import conv3d_weight_as_matrix
+from .stages import STAGES, block_of, default_stages, select_stages  # noqa: F401  (STAGES: qvlearn.STAGES)
 from .weights import load_weights
-from . import window_index as window_index_module
-from .window_index import cu_seqlens, inverse_permutation, patch_permutation, window_index
+from .window_index import patch_permutation
 
 Tap = Callable[[str, object], None]
 
-STAGES = ("pixel_values", "grid_thw", "patch_embeds", "pos_embeds", "position_ids", "cos", "sin", "cu_seqlens",
-          "window_index", "cu_window_seqlens", "blocks.{i}", "deepstack.{j}", "last_hidden_state", "merger.ln_q",
-          "merger.norm", "merger", "embeddings")
-"""Names of the stages a forward reports to a tap, in order (each family reports its own subset:
-:func:`qvlearn.taps.stage_names`). Float stages are backend arrays, index stages host NumPy arrays. For
-Qwen2.5-VL, ``patch_embeds``, ``cos`` and ``sin`` are in natural order, while ``blocks.{i}``,
-``last_hidden_state``, ``merger.ln_q`` and ``merger`` are in window order (as transformers reports them);
-``embeddings`` is in natural order. Qwen3-VL / Qwen3.5 report ``patch_embeds`` (the Conv3d with its bias),
-``pos_embeds`` (the interpolated position table) and ``merger.norm``; Qwen3-VL also ``deepstack.{j}``, the
-output of DeepStack merger j. Blocks named in ``block_taps`` also report ``blocks.{i}.<name>`` for every name
-of :data:`qvlearn.block.BLOCK_STAGES`; :meth:`VisionEncoder.trace` adds ``blocks.{i}.natural`` (Qwen2.5-VL:
-block i's output in natural order)."""
 
-
-def rotary_to_window_order(cos, sin, rows):
-    """The rotary tables follow their tokens into window order (a port that forgets it rotates every q and k
-    by another token's angles)."""
-    xp = array_namespace(cos)
-    return xp.take(cos, rows, axis=0), xp.take(sin, rows, axis=0)
+def _no_tap(name, value):
+    pass
 
 
 class VisionEncoder:
     """A loaded vision tower on one backend. Call it: ``encoder(pixel_values, grid_thw)``."""
 
     def __init__(self, config: VisionConfig, weights: dict[str, np.ndarray], backend: str | Backend | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32"):
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32", kernels: Kernels = KERNELS):
         """``weights_dtype="bfloat16"`` keeps the block and merger weights resident as bf16 (half the
         memory) and widens one block at a time to float32 during the forward; the results are identical
-        for a bf16 checkpoint (the widening is exact), and lossy for a float32/float16 one."""
+        for a bf16 checkpoint (the widening is exact), and lossy for a float32/float16 one. ``kernels``: the
+        kernel table the forward runs (:data:`qvlearn.engine.kernels.KERNELS`)."""
+        if not isinstance(kernels, Kernels):
+            raise ConfigError(f"kernels must be a qvlearn.engine.kernels.Kernels table, got {type(kernels).__name__}")
+        self.kernels = kernels
         if weights_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"weights_dtype must be 'float32' or 'bfloat16', got {weights_dtype!r}")
         self.config = config
@@ -84,21 +71,28 @@ class VisionEncoder:
 
         # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
         self.patch_embed_weight = to(conv3d_weight_as_matrix(weights["patch_embed.proj.weight"]))
-        self.patch_embed_bias = self.pos_table = None
+        kind = config.kind
+        self.patch_embed_bias = to(weights["patch_embed.proj.bias"]) if kind.patch_bias else None
+        self.pos_table = to(weights["pos_embed.weight"]) if kind.position_table else None  # [side*side, D]
         self.deepstack_mergers = []
-        if config.third_generation:
-            self.patch_embed_bias = to(weights["patch_embed.proj.bias"])
-            self.pos_table = to(weights["pos_embed.weight"])  # [side*side, D]
-            for j in range(len(config.deepstack_visual_indexes)):
-                prefix = f"deepstack_merger_list.{j}."
-                self.deepstack_mergers.append({k[len(prefix):]: to(v) for k, v in weights.items()
-                                               if k.startswith(prefix)})
+        for j in range(len(config.deepstack_visual_indexes)):
+            prefix = f"deepstack_merger_list.{j}."
+            self.deepstack_mergers.append({k[len(prefix):]: to(v) for k, v in weights.items() if k.startswith(prefix)})
         self.blocks = []
         for i in range(config.depth):
             prefix = f"blocks.{i}."
             self.blocks.append({k[len(prefix):]: to(v) for k, v in weights.items() if k.startswith(prefix)})
         self.merger = {k[len("merger."):]: to(v) for k, v in weights.items() if k.startswith("merger.")}
-        self.inv_freq = self.backend.asarray(inv_freq(config.head_dim, config.rope_theta))
+        self.inv_freq = self.backend.asarray(kernels.inv_freq(config.head_dim, config.rope_theta))
+
+    def with_kernels(self, kernels: Kernels) -> "VisionEncoder":
+        """This encoder (its weights shared, not copied) running another kernel table."""
+        if not isinstance(kernels, Kernels):
+            raise ConfigError(f"kernels must be a qvlearn.engine.kernels.Kernels table, got {type(kernels).__name__}")
+        other = copy.copy(self)
+        other.kernels = kernels
+        other.inv_freq = self.backend.asarray(kernels.inv_freq(self.config.head_dim, self.config.rope_theta))
+        return other
 
     def _float32(self, array):
         """A resident weight as a float32 backend array (widened if kept in bf16)."""
@@ -159,10 +153,10 @@ class VisionEncoder:
     def _shape_error(self, shape, rows, grid):
         cfg = self.config
         if len(shape) == 2 and shape[1] != cfg.patch_dim:
-            from .preprocessing import FAMILY_PREPROCESSING
+            from .families import FAMILIES
 
-            other = [f for f, d in FAMILY_PREPROCESSING.items()
-                     if cfg.in_channels * cfg.temporal_patch_size * d["patch_size"] ** 2 == shape[1]]
+            other = [f for f, d in FAMILIES.items()
+                     if cfg.in_channels * cfg.temporal_patch_size * d.preprocessing["patch_size"] ** 2 == shape[1]]
             if other:
                 raise InputError(
                     f"pixel_values rows of {shape[1]} values are {' / '.join(other)} patches ({shape[1]} = "
@@ -183,79 +177,57 @@ class VisionEncoder:
         ``deepstack=True`` returns ``(embeddings, deepstack_features)`` instead: the list of Qwen3-VL's DeepStack
         features, one ``[N/4, out_hidden_size]`` array per index of ``deepstack_visual_indexes`` (an empty list for
         the other families), as transformers' ``deepstack_features``.
-        ``tap(name, array)`` is called with every stage of :data:`STAGES` as it is computed, and, for the
-        block indexes in ``block_taps``, with the stages inside those blocks (``blocks.{i}.norm1``, ...).
+        ``tap(name, array)`` is called with every stage of :data:`qvlearn.stages.STAGES` as it is computed, and, for
+        the block indexes in ``block_taps``, with the stages inside those blocks (``blocks.{i}.norm1``, ...).
         """
-        cfg, be = self.config, self.backend
-        xp = be.xp
-        emit = tap if tap is not None else (lambda name, value: None)
-        x, grid = self._check_inputs(pixel_values, grid_thw)
-        m = cfg.spatial_merge_size
+        cfg, K, xp, to = self.config, self.kernels, self.backend.xp, self.backend.asarray
+        emit = tap or _no_tap
+        x, grid = self._check_inputs(pixel_values, grid_thw)  # [N, C*T*P*P] on the backend, [k, 3] host
+        m, kind, f32 = cfg.spatial_merge_size, cfg.kind, self._float32
         emit("pixel_values", x)
         emit("grid_thw", grid)
-
-        h = patch_embed(x, self._float32(self.patch_embed_weight))  # [N, 1176] @ [1176, D] -> [N, D]
-        if cfg.third_generation:
-            h = h + self._float32(self.patch_embed_bias)  # Qwen3's Conv3d has a bias
+        h = K.patch_embed(x, f32(self.patch_embed_weight))  # [N, C*T*P*P] @ [C*T*P*P, D] -> [N, D]
+        if kind.patch_bias:
+            h = h + f32(self.patch_embed_bias)
         emit("patch_embeds", h)
-        if cfg.third_generation:  # + the learned position table, interpolated to every grid (host indices)
-            idx, wts = interpolation_indices_and_weights(grid, cfg.position_grid_side, m)
-            pos = interpolated_pos_embed(self._float32(self.pos_table), be.asarray(idx), be.asarray(wts))
+        if kind.position_table:  # + the learned position table, interpolated to every grid (host indices)
+            idx, wts = K.position_interpolation(grid, cfg.position_grid_side, m)
+            pos = K.position_embed(f32(self.pos_table), to(idx), to(wts))  # [N, D]
             emit("pos_embeds", pos)
             h = h + pos
-
         # Host-side indices, moved to the backend once per forward and shared by all blocks.
-        position_ids = rotary_position_ids(grid, m)  # [N, 2] (row, col)
+        position_ids = K.position_ids(grid, m)  # [N, 2] (row, col)
         emit("position_ids", position_ids)
-        cos, sin = rotary_cos_sin(be.asarray(position_ids), self.inv_freq)  # [N, head_dim] each
+        cos, sin = K.rotary(to(position_ids), self.inv_freq)  # [N, head_dim] each
         emit("cos", cos)
         emit("sin", sin)
-        cu = cu_seqlens(grid, m)
+        cu = K.cu_seqlens(grid, m)
         emit("cu_seqlens", cu)
-        full_plan = SegmentPlan.build(cu, be.asarray)
-        window_plan = inverse = None
-        if cfg.uses_windows:
-            w_index, cu_window = window_index(grid, m, cfg.window_size, cfg.patch_size)
+        plans = {True: SegmentPlan.build(cu, to)}  # full attention: per frame pair
+        if kind.windows:  # window blocks: the rows, and cos/sin with them, into window order
+            w_index, cu_window = K.window_index(grid, m, cfg.window_size, cfg.patch_size)
             emit("window_index", w_index)
             emit("cu_window_seqlens", cu_window)
-            window_plan = SegmentPlan.build(cu_window, be.asarray)
-            rows = be.asarray(patch_permutation(w_index, m))  # window order on patch rows
+            plans[False] = SegmentPlan.build(cu_window, to)
+            rows = to(patch_permutation(w_index, m))
             h = xp.take(h, rows, axis=0)
-            cos, sin = rotary_to_window_order(cos, sin, rows)
-            inverse = be.asarray(inverse_permutation(w_index))
-
-        block_taps = set(block_taps)
+            cos, sin = K.window_order(cos, sin, rows)
         deepstack_at = {b: j for j, b in enumerate(cfg.deepstack_visual_indexes)}
         features = []
-        for i, weights in enumerate(self.blocks):
-            plan = full_plan if cfg.is_full_attention_block(i) else window_plan
-            if i in block_taps:  # step by step, reporting what happens inside the block
-                h = vision_block_tapped(h, self._float32_dict(weights), cfg, cos, sin, plan,
-                                        lambda name, value, i=i: emit(f"blocks.{i}.{name}", value), self.chunk_bytes)
-            else:
-                h = vision_block(h, self._float32_dict(weights), cfg, cos, sin, plan, self.chunk_bytes)  # [N, D]
+        for i, w in enumerate(self.blocks):
+            inner = (lambda name, value, i=i: emit(f"blocks.{i}.{name}", value)) if i in block_taps else None
+            plan = plans[bool(K.full_attention(cfg, i))]
+            h = K.block(K, h, self._float32_dict(w), cfg, cos, sin, plan, self.chunk_bytes, inner)  # [N, D]
             emit(f"blocks.{i}", h)
             if i in deepstack_at:  # Qwen3-VL: this block's output through its own merger (norm after the 2x2)
                 j = deepstack_at[i]
-                feature = merger_qwen3(h, self._float32_dict(self.deepstack_mergers[j]), cfg.merge_unit, cfg.eps,
-                                       postshuffle=True)
-                emit(f"deepstack.{j}", feature)
-                features.append(feature)
+                features.append(K.merger(K, h, self._float32_dict(self.deepstack_mergers[j]), cfg, True))
+                emit(f"deepstack.{j}", features[-1])
         emit("last_hidden_state", h)
-
-        mw = self._float32_dict(self.merger)
-        if cfg.third_generation:
-            if tap is not None:  # the merger computes it again inside; only a tap needs it by itself
-                emit("merger.norm", norm(h, mw, "norm", cfg))
-            merged = merger_qwen3(h, mw, cfg.merge_unit, cfg.eps)  # [N/4, out]
-        else:
-            normed = norm(h, mw, "ln_q", cfg)  # [N, D]
-            emit("merger.ln_q", normed)
-            merged = merger_mlp(merge_2x2(normed, cfg.merge_unit), mw["mlp.0.weight"], mw["mlp.0.bias"],
-                                mw["mlp.2.weight"], mw["mlp.2.bias"])  # [N/4, out]
+        merged = K.merger(K, h, self._float32_dict(self.merger), cfg, False, emit)  # [N/4, out]
         emit("merger", merged)
-        if inverse is not None:
-            merged = restore_order(merged, inverse)
+        if kind.windows:  # merged rows back to natural order
+            merged = K.restore_order(merged, to(K.window_inverse(w_index)))
         emit("embeddings", merged)
         return (merged, features) if deepstack else merged
 
@@ -263,20 +235,17 @@ class VisionEncoder:
         """One forward, returning its stages by name (``embeddings`` is the output).
 
         ``stages``: glob patterns choosing what to keep, e.g. ``["blocks.3.*", "embeddings"]`` or
-        ``["blocks.*.attn.q"]`` (:func:`qvlearn.taps.stage_names` lists them all); by default every stage
+        ``["blocks.*.attn.q"]`` (:func:`qvlearn.stages.stage_names` lists them all); by default every stage
         outside the blocks' insides, ``blocks.{i}`` and (Qwen2.5-VL) ``blocks.{i}.natural`` included. A
-        pattern that matches nothing raises :class:`qvlearn.taps.TapError`. ``tap(name, array)``, if given, also
+        pattern that matches nothing raises :class:`qvlearn.errors.TapError`. ``tap(name, array)``, if given, also
         sees every stage as it is computed (the command line's progress bar).
         """
-        from .taps import default_stages, select_stages
-
         cfg = self.config
         wanted = default_stages(cfg) if stages is None else select_stages(cfg, [stages] if isinstance(stages, str)
                                                                             else stages)
         natural = {n[: -len(".natural")] for n in wanted if n.endswith(".natural")}
         needed = set(wanted) | natural | {"window_index"}
-        inner = {int(n.split(".")[1]) for n in wanted if n.startswith("blocks.") and n.count(".") > 1
-                 and not n.endswith(".natural")}
+        inner = {block_of(n)[0] for n in wanted if (block_of(n) or (0, None))[1] not in (None, "natural")}
         kept: dict = {}
 
         def keep(name, value):
@@ -287,7 +256,7 @@ class VisionEncoder:
 
         self(pixel_values, grid_thw, tap=keep, block_taps=inner)
         if natural:  # block outputs back in token order: the inverse of the window permutation on patch rows
-            order = window_index_module.patch_permutation(kept["window_index"], cfg.spatial_merge_size)
+            order = patch_permutation(kept["window_index"], cfg.spatial_merge_size)
             rows = self.backend.asarray(np.argsort(order))
             for name in natural:
                 kept[f"{name}.natural"] = self.backend.xp.take(kept[name], rows, axis=0)
@@ -299,7 +268,8 @@ class VisionEncoder:
 
 
 def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32") -> VisionEncoder:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights_dtype: str = "float32",
+                 kernels: Kernels = KERNELS) -> VisionEncoder:
     """Open a Hugging Face snapshot directory (``config.json`` + safetensors) of Qwen2-VL, Qwen2.5-VL, Qwen3-VL
     (and -MoE) or Qwen3.5 (and -MoE), the family read from ``config.json``.
 
@@ -325,4 +295,5 @@ def load_encoder(path: str | os.PathLike, backend: str | Backend | None = None,
                               "safetensors weights")
     config = read_config(path)
     weights = load_weights(path, config, dtype=weights_dtype)
-    return VisionEncoder(config, weights, backend=backend, chunk_bytes=chunk_bytes, weights_dtype=weights_dtype)
+    return VisionEncoder(config, weights, backend=backend, chunk_bytes=chunk_bytes, weights_dtype=weights_dtype,
+                         kernels=kernels)

@@ -35,3 +35,8 @@ class BackendError(QvlearnError):
 class OutputError(QvlearnError):
     """An output file or cache entry cannot be written (an unwritable folder, a full disk); nothing partial is
     left behind."""
+
+
+class TapError(QvlearnError):
+    """A stage name matches nothing, or a tap file cannot be read or compared: another format version, a missing
+    stage, a shape mismatch."""

@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .families import FAMILIES, IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Released preprocessor_config.json values. Note that transformers' *class* default for
 # max_pixels is 28*28*1280 = 1003520; the released checkpoints use 12845056.
@@ -37,29 +39,16 @@ MAX_PIXELS = 12845056
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_ASPECT_RATIO = 200
 LARGEST_TARGET_PIXELS = 1 << 26
 """The largest resize target qvlearn accepts (67,108,864 pixels, 4x the largest released ``max_pixels``): above it
 ``pixel_values`` alone pass 1.5 GB per frame and a forward is out of reach of any machine, so a runaway
 ``min_pixels``/``max_pixels`` is refused before any work instead of filling the memory."""
-IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
-IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 
-# The image preprocessing of each family as released (preprocessor_config.json); all four use transformers'
-# Qwen2VLImageProcessor(Pil). Qwen3-VL / Qwen3.5: 16-px patches (resize factor 32), mean = std = 0.5, and
-# 65536 .. 16777216 pixels (64 .. 16384 merged tokens of 32 x 32 px).
-FAMILY_PREPROCESSING = {
-    "qwen2_vl": dict(patch_size=14, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mean=OPENAI_CLIP_MEAN,
-                     std=OPENAI_CLIP_STD),
-    "qwen2_5_vl": dict(patch_size=14, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mean=OPENAI_CLIP_MEAN,
-                       std=OPENAI_CLIP_STD),
-    "qwen3_vl": dict(patch_size=16, min_pixels=65536, max_pixels=16777216, mean=IMAGENET_STANDARD_MEAN,
-                     std=IMAGENET_STANDARD_STD),
-    "qwen3_5": dict(patch_size=16, min_pixels=65536, max_pixels=16777216, mean=IMAGENET_STANDARD_MEAN,
-                    std=IMAGENET_STANDARD_STD),
-}
+FAMILY_PREPROCESSING = {name: dict(f.preprocessing) for name, f in FAMILIES.items()}
+"""The image preprocessing of each family as released (``preprocessor_config.json``; the family table's
+``preprocessing``); all four use transformers' Qwen2VLImageProcessor(Pil). Qwen3-VL / Qwen3.5: 16-px patches
+(resize factor 32), mean = std = 0.5, and 65536 .. 16777216 pixels (64 .. 16384 merged tokens of 32 x 32 px)."""
 
 
 def smart_resize(height: int, width: int, factor: int = PATCH_SIZE * MERGE_SIZE,
@@ -100,7 +89,7 @@ def smart_resize(height: int, width: int, factor: int = PATCH_SIZE * MERGE_SIZE,
 EXIF_ORIENTATION = 0x0112  # the EXIF tag phones write instead of rotating the pixels (1 = upright .. 8)
 
 
-def load_image(image) -> Image.Image:
+def load_image(image, steps: "Steps | None" = None) -> Image.Image:
     """A PIL image in RGB from a file path, a PIL image, or an ``H x W x 3`` (or ``H x W`` / ``H x W x 4``) uint8
     array, exactly as transformers' ``Qwen2VLImageProcessorPil`` receives it:
 
@@ -110,9 +99,12 @@ def load_image(image) -> Image.Image:
     * an **in-memory** PIL image or array is used as it is: no EXIF rotation (``Image.open`` does not apply it;
       call ``PIL.ImageOps.exif_transpose`` yourself, a warning says so), and any transparency is composited onto
       white.
+
+    ``steps``: the replaceable steps (:class:`Steps`; ``to_rgb`` is used here).
     """
+    steps = steps or STEPS
     if isinstance(image, (str, os.PathLike)):
-        return _load_path(image)
+        return _load_path(image, steps)
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     elif not isinstance(image, Image.Image):
@@ -129,7 +121,7 @@ def load_image(image) -> Image.Image:
         warnings.warn(f"an in-memory image has EXIF Orientation {orientation}: like transformers, qvlearn uses its "
                       "pixels as stored (sideways or mirrored). Pass the file path, or PIL.ImageOps.exif_transpose("
                       "image), to get it upright", UserWarning, stacklevel=3)
-    return to_rgb(image)
+    return steps.to_rgb(image)
 
 
 def _orientation(image: Image.Image) -> int | None:
@@ -168,7 +160,7 @@ def _open_checked(path: Path):
         raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
 
 
-def _load_path(image) -> Image.Image:
+def _load_path(image, steps) -> Image.Image:
     """transformers' ``load_image`` on a path, ``exif_transpose(Image.open(path)).convert("RGB")``, then the
     processor's RGB conversion."""
     path = _check_path(image)
@@ -183,7 +175,7 @@ def _load_path(image) -> Image.Image:
             upright = ImageOps.exif_transpose(opened)  # EXIF Orientation 2..8 applied, as transformers does
             # then the processor's own RGB step, as for any image: after convert("RGB") a palette image still has
             # info["transparency"] (now a colour), and those pixels are composited onto white; RGBA alpha is gone
-            return to_rgb(upright.convert("RGB"))
+            return steps.to_rgb(upright.convert("RGB"))
         except Image.DecompressionBombError as exc:
             raise ImageError(f"{path}: {exc} Downscale the image first") from None
         except (OSError, SyntaxError, ValueError) as exc:
@@ -273,12 +265,13 @@ def _check_target(height: int, width: int, frames: int = 1) -> None:
 
 def preprocess_image(image, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
                      merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE, mean=OPENAI_CLIP_MEAN,
-                     std=OPENAI_CLIP_STD):
+                     std=OPENAI_CLIP_STD, steps: "Steps | None" = None):
     """One image -> ``(rows [h*w, C*T*P*P] float32, (1, h, w))``."""
-    pil = load_image(image)
-    height, width = smart_resize(pil.height, pil.width, patch_size * merge_size, min_pixels, max_pixels)
+    steps = steps or STEPS
+    pil = load_image(image, steps)
+    height, width = steps.smart_resize(pil.height, pil.width, patch_size * merge_size, min_pixels, max_pixels)
     _check_target(height, width)
-    frame = rescale_and_normalize(resize(pil, height, width), mean, std)  # [3, H, W]
+    frame = rescale_and_normalize(steps.resize(pil, height, width), mean, std)  # [3, H, W]
     frames = np.broadcast_to(frame, (temporal_patch_size, *frame.shape))  # the temporal copy
     return patchify(frames, patch_size, merge_size, temporal_patch_size)
 
@@ -308,25 +301,26 @@ def read_frames(video) -> list[Image.Image]:
 
 def preprocess_video(video, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=PATCH_SIZE,
                      merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE, mean=OPENAI_CLIP_MEAN,
-                     std=OPENAI_CLIP_STD):
+                     std=OPENAI_CLIP_STD, steps: "Steps | None" = None):
     """One video (frames as a list, a ``[T, H, W, 3]`` uint8 array, or an animated image file that Pillow reads
     frame by frame) -> ``(rows, (t, h, w))``.
 
     All frames share one resize target (computed from the frame size). An odd frame count is padded
     by repeating the last frame, so ``t = ceil(T / 2)``.
     """
-    pils = _video_frames(video)
+    steps = steps or STEPS
+    pils = _video_frames(video, steps)
     (h0, w0), = {(p.height, p.width) for p in pils}
-    height, width = smart_resize(h0, w0, patch_size * merge_size, min_pixels, max_pixels)
+    height, width = steps.smart_resize(h0, w0, patch_size * merge_size, min_pixels, max_pixels)
     _check_target(height, width, len(pils))
-    stack = np.stack([resize(p, height, width) for p in pils])  # [T, H, W, 3] uint8
+    stack = np.stack([steps.resize(p, height, width) for p in pils])  # [T, H, W, 3] uint8
     pad = -len(pils) % temporal_patch_size
     if pad:  # repeat the last frame up to a multiple of temporal_patch_size
         stack = np.concatenate([stack, np.repeat(stack[-1:], pad, axis=0)])
     return patchify(rescale_and_normalize(stack, mean, std), patch_size, merge_size, temporal_patch_size)
 
 
-def _video_frames(video) -> list[Image.Image]:
+def _video_frames(video, steps) -> list[Image.Image]:
     """The frames of one video as RGB PIL images of one size, with clear errors."""
     if isinstance(video, np.ndarray) and video.ndim == 4:
         frames = list(video)
@@ -341,7 +335,7 @@ def _video_frames(video) -> list[Image.Image]:
         raise ImageError(f"a video must be a sequence of frames, got {type(video).__name__}")
     if not frames:
         raise ImageError("a video has no frames")
-    pils = [load_image(f) for f in frames]
+    pils = [load_image(f, steps) for f in frames]
     sizes = {(p.height, p.width) for p in pils}
     if len(sizes) != 1:
         raise ImageError(f"all frames of a video must have one size, got {sorted(sizes)} (HxW)")
@@ -409,16 +403,17 @@ def qwen3_timestamps(indices, video_fps: float, temporal_patch_size: int = 2) ->
 
 def preprocess_video_qwen3(video, *, min_pixels=QWEN3_VIDEO_MIN_PIXELS, max_pixels=QWEN3_VIDEO_MAX_PIXELS,
                            patch_size=16, merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE,
-                           mean=IMAGENET_STANDARD_MEAN, std=IMAGENET_STANDARD_STD):
+                           mean=IMAGENET_STANDARD_MEAN, std=IMAGENET_STANDARD_STD, steps: "Steps | None" = None):
     """One (already sampled) Qwen3-VL video -> ``(rows [t*h*w, 1536], (t, h, w))``: one frame size for the whole
     video from :func:`qwen3_video_size`, Pillow bicubic, mean = std = 0.5, the last frame repeated to an even
     count, then the same patch order as every family."""
-    pils = _video_frames(video)
+    steps = steps or STEPS
+    pils = _video_frames(video, steps)
     (h0, w0), = {(p.height, p.width) for p in pils}
     height, width = qwen3_video_size(len(pils), h0, w0, patch_size * merge_size, temporal_patch_size, min_pixels,
                                      max_pixels)
     _check_target(height, width, len(pils))
-    stack = np.stack([resize(p, height, width) for p in pils])
+    stack = np.stack([steps.resize(p, height, width) for p in pils])
     pad = -len(pils) % temporal_patch_size
     if pad:
         stack = np.concatenate([stack, np.repeat(stack[-1:], pad, axis=0)])
@@ -428,7 +423,8 @@ def preprocess_video_qwen3(video, *, min_pixels=QWEN3_VIDEO_MIN_PIXELS, max_pixe
 def preprocess(images=None, videos=None, *, family: str | None = None, min_pixels: int | None = None,
                max_pixels: int | None = None, patch_size: int | None = None, merge_size: int = MERGE_SIZE,
                temporal_patch_size: int = TEMPORAL_PATCH_SIZE, mean=None, std=None,
-               video_min_pixels: int | None = None, video_max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               video_min_pixels: int | None = None, video_max_pixels: int | None = None,
+               steps: "Steps | None" = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and/or videos -> ``(pixel_values float32 [N, C*T*P*P], grid_thw int64 [k, 3])``.
 
     ``images``: one image or a list (PIL images, file paths, HxWx3 uint8 arrays).
@@ -441,11 +437,14 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     (frames already sampled, e.g. by :func:`qwen3_frame_indices`) follow Qwen3VLVideoProcessor instead: one budget
     over frames x height x width, ``video_min_pixels`` .. ``video_max_pixels`` (default: its class defaults
     131072 .. 786432; released checkpoints ship their own values in ``video_preprocessor_config.json``).
+    ``steps``: the replaceable steps (:class:`Steps`), e.g. a bug of the zoo's.
     """
-    defaults = FAMILY_PREPROCESSING.get(family or "qwen2_5_vl")
-    if defaults is None:
-        raise ImageError(f"unknown family {family!r}; choose one of {sorted(FAMILY_PREPROCESSING)}")
-    third = family in ("qwen3_vl", "qwen3_5")
+    if (family or "qwen2_5_vl") not in FAMILIES:
+        raise ImageError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    kind = FAMILIES[family or "qwen2_5_vl"]
+    defaults = kind.preprocessing
+    if steps is not None and not isinstance(steps, Steps):
+        raise ImageError(f"steps must be a qvlearn.preprocessing.Steps, got {type(steps).__name__}")
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels), ("patch_size", patch_size),
                         ("merge_size", merge_size), ("temporal_patch_size", temporal_patch_size),
                         ("video_min_pixels", video_min_pixels), ("video_max_pixels", video_max_pixels)):
@@ -470,9 +469,9 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     if isinstance(videos, np.ndarray) and videos.ndim == 4:
         videos = [videos]
     kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size,
-              temporal_patch_size=temporal_patch_size, mean=mean, std=std)
+              temporal_patch_size=temporal_patch_size, mean=mean, std=std, steps=steps)
     parts = [preprocess_image(im, **kw) for im in (images or [])]
-    if third:  # Qwen3VLVideoProcessor: its own limits over frames x H x W (video_min_pixels / video_max_pixels)
+    if kind.video_processor == "qwen3":  # Qwen3VLVideoProcessor: its own limits over frames x H x W (video_min_pixels / video_max_pixels)
         vkw = dict(kw, min_pixels=video_min_pixels or QWEN3_VIDEO_MIN_PIXELS,
                    max_pixels=video_max_pixels or QWEN3_VIDEO_MAX_PIXELS)
         parts += [preprocess_video_qwen3(v, **vkw) for v in (videos or [])]
@@ -483,3 +482,19 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     pixel_values = np.concatenate([rows for rows, _ in parts])
     grid_thw = np.asarray([grid for _, grid in parts], dtype=np.int64)
     return pixel_values, grid_thw
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The preprocessing steps a caller may replace, by name: ``to_rgb`` (PIL image -> RGB PIL image),
+    ``smart_resize`` ((height, width, factor, min_pixels, max_pixels) -> (height, width)) and ``resize`` ((PIL image,
+    height, width) -> uint8 [H, W, 3]). Pass ``preprocess(..., steps=Steps(resize=my_resize))``: the bug zoo's
+    preprocessing bugs are such tables."""
+
+    to_rgb: object = to_rgb
+    smart_resize: object = smart_resize
+    resize: object = resize
+
+
+STEPS = Steps()
+"""The steps as transformers runs them."""

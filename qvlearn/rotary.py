@@ -8,7 +8,7 @@ Explained in ``notebooks/03_rope_2d.ipynb``.
 * cos/sin ``[N, d]`` = cos/sin of ``[row*f | col*f | row*f | col*f]``, in float32.
 * ``x' = x*cos + rotate_half(x)*sin`` with ``rotate_half(x) = [-x2, x1]`` (half split, NeoX style):
   channel j < d/4 pairs with j + d/2 and turns by the row angle; d/4 <= j < d/2 by the column angle.
-* The block (:func:`qvlearn.block.vision_block`) runs the same rotation as one complex multiplication,
+* The block (:func:`qvlearn.engine.block.project_in_place`) runs the same rotation as one complex multiplication,
   ``(x_j + i x_{j+d/2}) * e^{i angle_j}`` (:func:`rotate_as_pairs`), with each pair stored side by side: q and k
   share that channel order, so the scores are unchanged; the taps keep the halves.
 """

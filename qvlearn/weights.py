@@ -25,7 +25,7 @@ import ml_dtypes
 import numpy as np
 
 from .atomic import atomic_file
-from .config import QWEN2_VL, VisionConfig, preset_config_dict, vision_config_from_dict
+from .config import VisionConfig, preset_config_dict, vision_config_from_dict
 from .errors import CheckpointError
 
 PREFIX = "visual."
@@ -36,7 +36,7 @@ saves) or ``visual.*`` (Qwen2-VL / Qwen2.5-VL releases). A snapshot uses one of 
 
 def checkpoint_prefix(cfg: VisionConfig) -> str:
     """The prefix the released checkpoints of ``cfg``'s family use (what :func:`save_random_checkpoint` writes)."""
-    return "model.visual." if cfg.third_generation else PREFIX
+    return cfg.kind.weight_prefix
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
@@ -90,52 +90,41 @@ WEIGHT_ROLES = {
 
 
 def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
-    """Checkpoint name (without ``visual.``) -> shape, for every tensor of the vision tower."""
+    """Checkpoint name (without ``visual.``) -> shape, for every tensor of the vision tower, in the order of the
+    family table's description (:mod:`qvlearn.families`)."""
+    kind = cfg.kind
     D, I, C, T, P = cfg.width, cfg.mlp_width, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size
-    M = D * cfg.merge_unit
+    M, out = D * cfg.merge_unit, cfg.out_hidden_size
     shapes = {"patch_embed.proj.weight": (D, C, T, P, P)}
-    if cfg.third_generation:
-        return _third_generation_shapes(cfg, shapes)
+    if kind.patch_bias:
+        shapes["patch_embed.proj.bias"] = (D,)
+    if kind.position_table:
+        shapes["pos_embed.weight"] = (cfg.num_position_embeddings, D)
+
+    def norm(name, width):  # LayerNorm: weight and bias; RMSNorm: weight only
+        shapes[name + ".weight"] = (width,)
+        if kind.norm == "layer":
+            shapes[name + ".bias"] = (width,)
+
+    def linear(name, n_out, n_in):
+        shapes.update({name + ".weight": (n_out, n_in), name + ".bias": (n_out,)})
+
     for i in range(cfg.depth):
         b = f"blocks.{i}."
-        norms = ["norm1", "norm2"]
-        for n in norms:
-            shapes[b + n + ".weight"] = (D,)
-            if cfg.family == QWEN2_VL:
-                shapes[b + n + ".bias"] = (D,)
-        shapes.update({b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
-                       b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,)})
-        if cfg.family == QWEN2_VL:
-            shapes.update({b + "mlp.fc1.weight": (I, D), b + "mlp.fc1.bias": (I,),
-                           b + "mlp.fc2.weight": (D, I), b + "mlp.fc2.bias": (D,)})
-        else:
-            for n in ("gate_proj", "up_proj"):
-                shapes.update({b + f"mlp.{n}.weight": (I, D), b + f"mlp.{n}.bias": (I,)})
-            shapes.update({b + "mlp.down_proj.weight": (D, I), b + "mlp.down_proj.bias": (D,)})
-    shapes["merger.ln_q.weight"] = (D,)
-    if cfg.family == QWEN2_VL:
-        shapes["merger.ln_q.bias"] = (D,)
-    shapes.update({"merger.mlp.0.weight": (M, M), "merger.mlp.0.bias": (M,),
-                   "merger.mlp.2.weight": (cfg.out_hidden_size, M), "merger.mlp.2.bias": (cfg.out_hidden_size,)})
-    return shapes
-
-
-def _third_generation_shapes(cfg: VisionConfig, shapes: dict) -> dict[str, tuple]:
-    D, I, M, out = cfg.width, cfg.mlp_width, cfg.width * cfg.merge_unit, cfg.out_hidden_size
-    shapes.update({"patch_embed.proj.bias": (D,), "pos_embed.weight": (cfg.num_position_embeddings, D)})
-    for i in range(cfg.depth):
-        b = f"blocks.{i}."
-        for n in ("norm1", "norm2"):
-            shapes.update({b + n + ".weight": (D,), b + n + ".bias": (D,)})
-        shapes.update({b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
-                       b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
-                       b + "mlp.linear_fc1.weight": (I, D), b + "mlp.linear_fc1.bias": (I,),
-                       b + "mlp.linear_fc2.weight": (D, I), b + "mlp.linear_fc2.bias": (D,)})
+        norm(b + "norm1", D)
+        norm(b + "norm2", D)
+        linear(b + "attn.qkv", 3 * D, D)
+        linear(b + "attn.proj", D, D)
+        *inner, last = kind.mlp_names  # fc1 / gate, up: D -> I; fc2 / down: I -> D
+        for name in inner:
+            linear(b + f"mlp.{name}", I, D)
+        linear(b + f"mlp.{last}", D, I)
+    norm_name, fc1, fc2 = kind.merger_names
     mergers = [("merger.", D)] + [(f"deepstack_merger_list.{j}.", M) for j in range(len(cfg.deepstack_visual_indexes))]
     for prefix, norm_width in mergers:  # the main merger normalises over D, DeepStack's over 4D
-        shapes.update({prefix + "norm.weight": (norm_width,), prefix + "norm.bias": (norm_width,),
-                       prefix + "linear_fc1.weight": (M, M), prefix + "linear_fc1.bias": (M,),
-                       prefix + "linear_fc2.weight": (out, M), prefix + "linear_fc2.bias": (out,)})
+        norm(prefix + norm_name, norm_width)
+        linear(prefix + fc1, M, M)
+        linear(prefix + fc2, out, M)
     return shapes
 
 

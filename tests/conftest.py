@@ -58,6 +58,12 @@ def mixed_batch_qwen3():
     return np.concatenate([images, video]), np.concatenate([image_grid, [video_grid]])
 
 
+@pytest.fixture(scope="session")
+def mixed_batch_for(mixed_batch, mixed_batch_qwen3):
+    """The mixed batch of a config's generation: ``mixed_batch_for(encoder.config)``."""
+    return lambda config: mixed_batch_qwen3 if config.kind.generation == 3 else mixed_batch
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         qvlearn.get_backend("cupy")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from qvlearn import attention
+from qvlearn.engine import attention
 from qvlearn.backend import LOG2_E
-from qvlearn.attention import SegmentPlan, online_softmax_attention, parallel_segment_attention, segment_attention
+from qvlearn.engine.attention import SegmentPlan, online_softmax_attention, parallel_segment_attention, segment_attention
 
 
 def sdpa(q, k, v, cu, scale, dtype=np.float64):

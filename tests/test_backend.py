@@ -11,7 +11,7 @@ from scipy.special import erf as scipy_erf
 
 import qvlearn
 from qvlearn.backend import erf, get_backend, is_strict_array
-from qvlearn.check import rel_error
+from qvlearn.tools.check import rel_error
 
 
 @pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])

@@ -19,7 +19,8 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import qvlearn
-from qvlearn import atomic, cache, cli
+from qvlearn import atomic
+from qvlearn.tools import cache, cli
 from qvlearn.errors import BackendError, CheckpointError, ConfigError, ImageError, InputError, OutputError
 
 PY = [sys.executable, "-m", "qvlearn"]
@@ -311,7 +312,7 @@ def test_a_checkpoint_write_that_fails_leaves_no_snapshot(tmp_path, monkeypatch)
 
 
 def test_tap_files_are_written_whole(tmp_path, monkeypatch):
-    from qvlearn.taps import save_taps
+    from qvlearn.tools.taps import save_taps
 
     def failing(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half")
@@ -449,7 +450,7 @@ def test_threads_option(tmp_path, checkpoint, photo):
 
 def test_taps_reference_without_torch_and_on_a_broken_checkpoint(tmp_path, checkpoint, photo):
     model = checkpoint("tiny-qwen2.5-vl")
-    code = ("import sys; sys.modules['torch'] = None; from qvlearn.cli import main; "
+    code = ("import sys; sys.modules['torch'] = None; from qvlearn.tools.cli import main; "
             f"sys.exit(main(['taps', {str(photo)!r}, '--model', {str(model)!r}, '--reference', '--out', "
             f"{str(tmp_path / 't.safetensors')!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -480,7 +481,7 @@ def test_compare_with_itself_and_into_a_closed_pipe(tmp_path, checkpoint, photo)
 
 
 def test_bench_without_torch_fails_instead_of_passing():
-    code = "import sys; sys.modules['torch'] = None; from qvlearn.bench import main; sys.exit(main(['--tiny']))"
+    code = "import sys; sys.modules['torch'] = None; from qvlearn.tools.bench import main; sys.exit(main(['--tiny']))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     _clean(proc, message="needs torch and transformers")
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import qvlearn
-from qvlearn.bench import build_gpu_report, forward_flops, gpu_status, run_case
+from qvlearn.tools.bench import build_gpu_report, forward_flops, gpu_status, run_case
 
 COLUMNS = ["tower", "image (px)", "patches", "qvlearn s", "transformers s", "ratio", "GFLOP", "qvlearn GFLOP/s",
            "share of matmul peak", "qvlearn peak RSS GiB", "transformers peak RSS GiB", "weights f32 GiB"]
@@ -16,14 +16,14 @@ COLUMNS = ["tower", "image (px)", "patches", "qvlearn s", "transformers s", "rat
 
 def test_bench_tiny_prints_every_column(tmp_path):
     report = tmp_path / "bench.md"
-    proc = subprocess.run([sys.executable, "-m", "qvlearn.bench", "--tiny", "--report", str(report), "--plot",
+    proc = subprocess.run([sys.executable, "-m", "qvlearn.tools.bench", "--tiny", "--report", str(report), "--plot",
                            str(tmp_path / "bench.png")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     text = report.read_text()
     header = next(line for line in text.splitlines() if line.startswith("| tower"))
     assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
     rows = [line for line in text.splitlines() if line.startswith("| tiny-") and line.count("|") == len(COLUMNS) + 1]
-    assert len(rows) == len(qvlearn.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows)
+    assert len(rows) == len(qvlearn.tools.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == len(COLUMNS) and all(cells)
@@ -35,9 +35,9 @@ def test_bench_tiny_prints_every_column(tmp_path):
     assert all(float(c) >= 0 for r in load[2:4] for c in r.strip("|").split("|")[1:])
     assert (tmp_path / "bench.png").stat().st_size > 1000
     steps = [line for line in text.splitlines() if line.startswith("| tiny-") and line.count("|") == 7]
-    labels = [label for _, label in qvlearn.bench.STEPS] + ["outside the blocks (s per forward)", "forward (s)"]
-    assert len(steps) == len(qvlearn.bench.TINY_CASES) * len(labels)  # every step of every case, none failed
-    for case in qvlearn.bench.TINY_CASES:
+    labels = [label for _, label in qvlearn.tools.bench.STEPS] + ["outside the blocks (s per forward)", "forward (s)"]
+    assert len(steps) == len(qvlearn.tools.bench.TINY_CASES) * len(labels)  # every step of every case, none failed
+    for case in qvlearn.tools.bench.TINY_CASES:
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in steps if line.startswith(f"| {case[0]} ")]
         assert [r[2] for r in rows] == labels
         assert all(float(r[3]) >= 0 and float(r[4]) >= 0 for r in rows)
@@ -61,7 +61,7 @@ def test_gpu_mode_without_a_gpu_says_so(tmp_path):
     if gpu_status()[0] is not None:
         pytest.skip("a GPU is present: the GPU cases are measured, not skipped")
     report = tmp_path / "gpu.md"
-    proc = subprocess.run([sys.executable, "-m", "qvlearn.bench", "--gpu", "--tiny", "--report", str(report)],
+    proc = subprocess.run([sys.executable, "-m", "qvlearn.tools.bench", "--gpu", "--tiny", "--report", str(report)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = report.read_text()
@@ -92,8 +92,8 @@ def test_gpu_report_columns_from_real_worker_runs():
 @pytest.mark.gpu
 def test_gpu_bench_tiny_measures_every_case(tmp_path):
     report = tmp_path / "gpu.md"
-    proc = subprocess.run([sys.executable, "-m", "qvlearn.bench", "--gpu", "--tiny", "--report", str(report)],
+    proc = subprocess.run([sys.executable, "-m", "qvlearn.tools.bench", "--gpu", "--tiny", "--report", str(report)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in report.read_text().splitlines() if line.startswith("| tiny-")]
-    assert len(rows) == len(qvlearn.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows), rows
+    assert len(rows) == len(qvlearn.tools.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows), rows

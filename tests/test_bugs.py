@@ -1,4 +1,4 @@
-"""The bug zoo: compare names the stage where each injected bug lives (qvlearn.bugs)."""
+"""The bug zoo: compare names the stage where each injected bug lives (qvlearn.tools.bugs)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import qvlearn
-from qvlearn import bugs
-from qvlearn.taps import compare_taps
+import qvlearn.engine.kernels
+from qvlearn.tools import bugs
+from qvlearn.tools.taps import compare_taps
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def test_the_zoo_is_large_and_cited():
     public = [b for b in bugs.BUGS.values() if "#" in b.reported]
     assert len(public) + len(bugs.BRIDGE_BUGS) >= 15, [b.name for b in public]
     for bug in bugs.BUGS.values():
-        assert bug.reported and bug.symptom and bug.patches, bug.name
+        assert bug.reported and bug.symptom and (bug.kernels or bug.steps), bug.name
+        assert not (bug.kernels and bug.steps), bug.name  # a bug of the encoder or of the preprocessing
 
 
 @pytest.mark.parametrize("name", list(bugs.BUGS))
@@ -36,22 +38,22 @@ def test_compare_names_the_stage_where_the_bug_lives(name, snapshots):
 
 @pytest.mark.parametrize("name", ["rope-interleaved", "rotate-half-sign", "qkv-contiguous"])
 def test_rotation_bugs_reach_the_untapped_blocks(snapshots, mixed_batch, name):
-    """The blocks without taps rotate q and k as complex pairs; a bug of the halves form must reach them too."""
+    """The blocks without taps rotate q and k as complex pairs on NumPy; a bug of the halves form must reach
+    them too."""
     encoder = qvlearn.load_encoder(snapshots["qwen2_5_vl"])
     before = encoder(*mixed_batch)
-    with bugs.inject(name):
-        during = encoder(*mixed_batch)
+    during = encoder.with_kernels(bugs.kernels(name))(*mixed_batch)
     assert np.abs(during - before).max() > 0.1 * np.abs(before).max()
 
 
-def test_injection_ends_with_the_block(snapshots, mixed_batch):
+def test_a_bug_is_a_table_of_its_own(snapshots, mixed_batch):
     encoder = qvlearn.load_encoder(snapshots["qwen2_5_vl"])
     before = encoder(*mixed_batch)
-    with bugs.inject("rope-interleaved"):
-        during = encoder(*mixed_batch)
-    after = encoder(*mixed_batch)
+    buggy = encoder.with_kernels(bugs.kernels("rope-interleaved"))
+    during = buggy(*mixed_batch)
     assert np.abs(during - before).max() > 0.1 * np.abs(before).max()
-    np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(encoder(*mixed_batch), before)  # the encoder it came from is untouched
+    assert bugs.kernels(None) is qvlearn.engine.kernels.KERNELS
+    assert bugs.steps("rope-interleaved") == qvlearn.preprocessing.STEPS  # a bug of the encoder, not of the pixels
     with pytest.raises(qvlearn.InputError, match="no bug named 'rope-wrong'"):
-        with bugs.inject("rope-wrong"):
-            pass
+        bugs.kernels("rope-wrong")

@@ -11,7 +11,7 @@ import torch
 
 import qvlearn
 from qvlearn.config import PRESETS, preset_config_dict, vision_config_from_dict
-from qvlearn.reference import hf_vision_config
+from qvlearn.tools.reference import hf_vision_config
 from qvlearn.weights import expected_shapes
 
 RELEASED = {  # effective (width, depth, heads, mlp width, out width) from spec §1.2 / §4

@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 import qvlearn
-from qvlearn import cli
+from qvlearn.tools import cli
 
 
 def _images(tmp_path):

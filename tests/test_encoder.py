@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import qvlearn
-from qvlearn.reference import reference_tower, reference_trace
-from qvlearn.taps import INTEGER_STAGES, compare_taps
+from qvlearn.tools.reference import reference_tower, reference_trace
+from qvlearn.tools.taps import INTEGER_STAGES, compare_taps
 
 TOL = 1e-5  # max |ours - ref| / max |ref|
 
@@ -104,7 +104,7 @@ def test_attention_memory_is_bounded():
     float32 scores would take 17 GB; the chunked kernel stays under 1 GB of NumPy allocations."""
     import tracemalloc
 
-    from qvlearn.attention import SegmentPlan, segment_attention
+    from qvlearn.engine.attention import SegmentPlan, segment_attention
 
     n, heads, d = 16384, 16, 16
     rng = np.random.default_rng(0)

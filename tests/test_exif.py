@@ -11,7 +11,7 @@ from PIL import Image
 from transformers.image_utils import load_image as hf_load_image
 
 import qvlearn
-from qvlearn.reference import reference_preprocess, reference_video
+from qvlearn.tools.reference import reference_preprocess, reference_video
 
 FORMATS = ("jpg", "png", "webp", "tiff")  # the formats Pillow reads (and writes) EXIF for
 STORED = (90, 150)  # H x W as stored in the file: not square, so a missed rotation changes the grid

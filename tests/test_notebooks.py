@@ -121,7 +121,7 @@ def test_running_notebooks_does_not_write_into_the_repository():
     would rewrite a tracked file on every test run."""
     for path in NOTEBOOKS:
         source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"])
-        assert ".savefig(" not in source, f"{path.name}: use qvlearn.course.save_figure, not fig.savefig"
+        assert ".savefig(" not in source, f"{path.name}: use qvlearn.tools.course.save_figure, not fig.savefig"
         assert "../images/" not in source.replace("](../images/", ""), f"{path.name}: writes into ../images/"
 
 

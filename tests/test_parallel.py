@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import qvlearn
-from qvlearn.attention import SegmentPlan, parallel_segment_attention, segment_attention
-from qvlearn.block import vision_block
-from qvlearn.check import assert_close
-from qvlearn.parallel import MIN_ROWS_PER_PART, cores, row_parallel
+from qvlearn.engine.attention import SegmentPlan, parallel_segment_attention, segment_attention
+from qvlearn.engine.attention import DEFAULT_CHUNK_BYTES as CHUNK
+from qvlearn.engine.block import vision_block
+from qvlearn.engine.kernels import KERNELS
+from qvlearn.tools.check import assert_close
+from qvlearn.engine.parallel import MIN_ROWS_PER_PART, cores, row_parallel
 
 rng = np.random.default_rng(7)
 
@@ -48,7 +50,7 @@ def test_few_rows_run_in_the_callers_thread():
     np.testing.assert_array_equal(out, x * 3)
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"])
 def test_threaded_block_matches_the_strict_backend(preset):
     """The block on NumPy (row ranges and heads threaded) against the same block on the strict stand-in,
     which runs every kernel once on the whole array."""
@@ -63,9 +65,9 @@ def test_threaded_block_matches_the_strict_backend(preset):
     cos, sin = np.cos(angles), np.sin(angles)
     cu = np.array([0, 300, 364, 700])
     strict = qvlearn.get_backend("strict")
-    ref = vision_block(strict.asarray(x), {k: strict.asarray(v) for k, v in w.items()}, cfg, strict.asarray(cos),
-                       strict.asarray(sin), SegmentPlan.build(cu, strict.asarray))
-    ours = vision_block(x, w, cfg, cos, sin, SegmentPlan.build(cu, np.asarray))
+    ref = vision_block(KERNELS, strict.asarray(x), {k: strict.asarray(v) for k, v in w.items()}, cfg,
+                       strict.asarray(cos), strict.asarray(sin), SegmentPlan.build(cu, strict.asarray), CHUNK)
+    ours = vision_block(KERNELS, x, w, cfg, cos, sin, SegmentPlan.build(cu, np.asarray), CHUNK)
     assert_close(ours, strict.to_numpy(ref), rtol=1e-6, name=f"{preset} block, threaded vs one call")
 
 

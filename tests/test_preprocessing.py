@@ -12,7 +12,7 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
 
 import qvlearn
-from qvlearn.reference import reference_preprocess, reference_video
+from qvlearn.tools.reference import reference_preprocess, reference_video
 
 
 @pytest.mark.parametrize("size, expected_released, expected_class_default", [

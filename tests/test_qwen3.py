@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import qvlearn
-from qvlearn.check import rel_error
+from qvlearn.tools.check import rel_error
 from qvlearn.config import PRESETS, preset_config, vision_config_from_dict
 from qvlearn.errors import CheckpointError, ConfigError
 from qvlearn.pos_embed import interpolation_indices_and_weights
-from qvlearn.reference import reference_tower, reference_trace
+from qvlearn.tools.reference import reference_tower, reference_trace
 
 THIRD = ["tiny-qwen3-vl", "tiny-qwen3.5"]
 
@@ -114,7 +114,7 @@ def test_video_rules_match_transformers():
     """Qwen3VLVideoProcessor's rules, each against transformers' own code: the frame size from one budget over
     frames x H x W, the sampled frames, the timestamps, and the video rows (PIL path), bit for bit."""
     from qvlearn import preprocessing as pp
-    from qvlearn.reference import (reference_qwen3_frame_indices, reference_qwen3_timestamps, reference_qwen3_video,
+    from qvlearn.tools.reference import (reference_qwen3_frame_indices, reference_qwen3_timestamps, reference_qwen3_video,
                                    reference_qwen3_video_size)
 
     rng = np.random.default_rng(11)
@@ -218,7 +218,7 @@ def _qwen3_prompt(image_grid, video_grid, merge=2):
 
 def test_qwen3_get_rope_index_matches_transformers():
     from qvlearn.bridge import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, get_rope_index
-    from qvlearn.reference import reference_get_rope_index
+    from qvlearn.tools.reference import reference_get_rope_index
 
     image_grid, video_grid = np.array([[1, 6, 10]]), np.array([[3, 4, 8]])
     ids = _qwen3_prompt(image_grid[0], video_grid[0])
@@ -236,7 +236,7 @@ def test_qwen3_get_rope_index_matches_transformers():
 
 def test_interleaved_mrope_and_deepstack_injection():
     from qvlearn.bridge import add_deepstack, mrope_frequency_rows
-    from qvlearn.reference import reference_add_deepstack, reference_mrope_rows
+    from qvlearn.tools.reference import reference_add_deepstack, reference_mrope_rows
 
     for section in ([24, 20, 20], [11, 11, 10]):
         rows = mrope_frequency_rows(2 * sum(section), section, interleaved=True)
@@ -255,7 +255,7 @@ def test_interleaved_mrope_and_deepstack_injection():
 def test_command_line_encodes_taps_and_compares_qwen3(tmp_path, checkpoint, capsys):
     from PIL import Image
 
-    from qvlearn import cli
+    from qvlearn.tools import cli
 
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 230, 3), dtype=np.uint8)).save(image)

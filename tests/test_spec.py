@@ -11,8 +11,8 @@ import torch
 
 import qvlearn
 from qvlearn import spec
-from qvlearn.check import rel_error
-from qvlearn.reference import reference_tower
+from qvlearn.tools.check import rel_error
+from qvlearn.tools.reference import reference_tower
 from qvlearn.weights import load_weights
 
 TOL = 1e-5

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import qvlearn
-from qvlearn.taps import TapError, compare_taps, load_taps
+from qvlearn.tools.taps import TapError, compare_taps, load_taps
 
 PY = [sys.executable, "-m", "qvlearn"]
 
@@ -48,7 +48,7 @@ def test_qvlearn_taps_agree_with_reference_taps(tmp_path, checkpoint, image, pre
 
 def test_natural_order_blocks_match_a_natural_order_port(tmp_path, checkpoint, mixed_batch):
     """blocks.{i}.natural is block i in token order: un-permuting it again gives the window-ordered tap."""
-    from qvlearn.taps import add_natural_order
+    from qvlearn.tools.taps import add_natural_order
     from qvlearn.window_index import patch_permutation
 
     enc = qvlearn.load_encoder(checkpoint("tiny-qwen2.5-vl"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import qvlearn
-import qvlearn.block
-from qvlearn.reference import reference_tower, reference_trace
-from qvlearn.taps import (TapError, compare_taps, default_stages, patch_permutation, inverse_permutation,
+from qvlearn.engine.kernels import KERNELS
+from qvlearn.tools.reference import reference_tower, reference_trace
+from qvlearn.tools.taps import (TapError, compare_taps, default_stages, patch_permutation, inverse_permutation,
                           select_stages, stage_names)
 
 PY = [sys.executable, "-m", "qvlearn"]
@@ -29,20 +28,23 @@ def test_every_stage_inside_the_blocks_matches_transformers(preset, checkpoint, 
     ours = encoder.trace(*mixed_batch, to_numpy=True, stages=["*"])
     ref = reference_trace(reference_tower(path), *mixed_batch, stages=["*"])
     assert sorted(ours) == sorted(ref) == sorted(stage_names(encoder.config))
-    inner = qvlearn.block.BLOCK_STAGES[encoder.config.family]
+    inner = encoder.config.kind.block_stages
     assert all(f"blocks.{i}.{n}" in ours for i in range(encoder.config.depth) for n in inner)
     assert ours["blocks.0.attn.q"].shape == (mixed_batch[0].shape[0], encoder.config.num_heads, encoder.config.head_dim)
     rows = compare_taps(ours, ref, rtol=TOL)
     assert all(r.ok for r in rows), [(r.name, r.rel, r.scale) for r in rows if not r.ok]
 
 
-def test_the_tapped_block_is_the_block(checkpoint, mixed_batch):
-    """Running a block step by step (to tap it) gives the block's own result."""
-    encoder = qvlearn.load_encoder(checkpoint("tiny-qwen2.5-vl"))
-    plain = encoder.trace(*mixed_batch, to_numpy=True, stages=["blocks.*"])
-    tapped = encoder.trace(*mixed_batch, to_numpy=True, stages=["*"])
-    for i in range(encoder.config.depth):
-        np.testing.assert_allclose(tapped[f"blocks.{i}"], plain[f"blocks.{i}"], rtol=0, atol=1e-5)
+@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"])
+def test_the_tapped_block_is_the_block(preset, checkpoint, mixed_batch_for):
+    """Running a block with its inner taps (finish on all rows at once) gives the block's own result."""
+    encoder = qvlearn.load_encoder(checkpoint(preset))
+    batch = mixed_batch_for(encoder.config)
+    plain = encoder.trace(*batch, to_numpy=True, stages=["blocks.*", "embeddings"])
+    tapped = encoder.trace(*batch, to_numpy=True, stages=["*"])
+    for name in plain:
+        scale = np.abs(plain[name]).max()
+        np.testing.assert_allclose(tapped[name], plain[name], rtol=0, atol=1e-6 * scale, err_msg=name)
 
 
 def test_stage_selection(checkpoint, mixed_batch):
@@ -73,9 +75,8 @@ def test_compare_catches_a_wrong_norm_eps_and_passes_a_correct_port(checkpoint, 
     ref = reference_trace(reference_tower(path), *mixed_batch, stages=["*"])
     correct = encoder.trace(*mixed_batch, to_numpy=True, stages=["*"])
     assert all(r.ok for r in compare_taps(correct, ref))                      # the defaults
-    rms = qvlearn.block.rms_norm
-    with mock.patch.object(qvlearn.block, "rms_norm", lambda x, w, eps=1e-6: rms(x, w, 1e-5)):
-        buggy = encoder.trace(*mixed_batch, to_numpy=True, stages=["*"])
+    kernels = KERNELS.replace(rms_norm=lambda x, w, eps=1e-6: KERNELS.rms_norm(x, w, 1e-5))
+    buggy = encoder.with_kernels(kernels).trace(*mixed_batch, to_numpy=True, stages=["*"])
     rows = compare_taps(buggy, ref)
     first = next(r for r in rows if not r.ok)
     assert first.name == "blocks.0.norm1" and "scale error" in first.note

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qvlearn import PRESETS, preset_config  # noqa: E402
-from qvlearn.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
+from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
 from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
 from qvlearn.weights import WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
@@ -129,7 +129,7 @@ merger output (the LLM width).
 | RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/norms.py` |
 | vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/rotary.py` |
 | rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | `qvlearn/rotary.py` |
-| attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/attention.py` |
+| attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/engine/attention.py` |
 | QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/layers.py` |
 | SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/layers.py` |
 | merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/merger.py` |
@@ -196,7 +196,7 @@ Qwen3.5 (`qwen3.5-27b`) has the same tensors without `deepstack_merger_list`.
 
 ## 6. Bugs that break ports, and where compare pins them
 
-`qvlearn.bugs` injects each of these into qvlearn itself; `tests/test_bugs.py` proves that `compare` names the
+`qvlearn.tools.bugs` injects each of these into qvlearn itself; `tests/test_bugs.py` proves that `compare` names the
 stage below (notebook 12 shows their signatures).
 
 {bugs_table()}

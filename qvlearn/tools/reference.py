@@ -25,39 +25,34 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
-from .config import QWEN2_5_VL, QWEN2_VL, QWEN3_5, QWEN3_VL, vision_config_from_dict  # noqa: E402
+from ..config import vision_config_from_dict  # noqa: E402
+from ..families import FAMILIES  # noqa: E402
 
 TRANSFORMERS_VERSION = "5.23.0"
 
 
 def _hf_classes(family: str):
-    """(top-level config class, vision model class) of transformers for a family."""
-    if family == QWEN2_VL:
-        from transformers import Qwen2VLConfig as Config
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel as Model
-    elif family == QWEN2_5_VL:
-        from transformers import Qwen2_5_VLConfig as Config
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
-            Qwen2_5_VisionTransformerPretrainedModel as Model)
-    elif family == QWEN3_VL:
-        from transformers import Qwen3VLConfig as Config
-        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel as Model
-    else:
-        from transformers import Qwen3_5Config as Config
-        from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5VisionModel as Model
-    return Config, Model
+    """(top-level config class, vision model class) of transformers for a family: its table entry's ``reference``."""
+    import importlib
+
+    import transformers
+
+    module, config_class, model_class = FAMILIES[family].reference
+    modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+    return getattr(transformers, config_class), getattr(modeling, model_class)
 
 
 def hf_vision_config(config: dict, family: str):
     """A transformers vision config object from a parsed config.json (full VLM config or vision-only).
 
     The MoE variants (``qwen3_vl_moe``, ``qwen3_5_moe``) have their dense sibling's vision tower; the dense
-    classes build it. Qwen3.5's released vision_config carries ``deepstack_visual_indexes: []``, a field its
-    class does not have: it is dropped."""
+    classes build it. A released vision_config may carry a field its family's class does not have (Qwen3.5's
+    ``deepstack_visual_indexes: []``): it is dropped."""
     top, _ = _hf_classes(family)
+    kind = FAMILIES[family]
     vision = dict(config.get("vision_config", config))
-    vision["model_type"] = f"{family}_vision" if family in (QWEN3_VL, QWEN3_5) else family
-    if family == QWEN3_5:
+    vision["model_type"] = kind.vision_model_type
+    if not kind.deepstack:
         vision.pop("deepstack_visual_indexes", None)
     return top(model_type=family, vision_config=vision).vision_config
 
@@ -82,7 +77,7 @@ def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float3
                     break
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        from .errors import CheckpointError
+        from ..errors import CheckpointError
 
         raise CheckpointError(f"{path}: transformers' {family} tower cannot take these weights: missing "
                               f"{sorted(missing)}, unexpected {sorted(unexpected)} (names without the visual. prefix)")
@@ -102,13 +97,13 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
     (``norm1``, ``attn``, ``norm2``, ``mlp`` and its linears) and, for q and k after RoPE, from a
     recording wrapper around the modeling module's ``apply_rotary_pos_emb_vision`` during the forward.
     By default the stages outside the blocks' insides (``blocks.{i}.natural`` is added by
-    :func:`qvlearn.taps.add_natural_order`).
+    :func:`qvlearn.tools.taps.add_natural_order`).
     """
     import importlib
 
     from transformers import vision_utils as vu
 
-    from .config import vision_config_from_dict
+    from ..config import vision_config_from_dict
     from .taps import select_stages
 
     cfg = model.config

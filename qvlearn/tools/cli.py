@@ -6,7 +6,7 @@
 
 Every family is read from the snapshot's ``config.json``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and -MoE), Qwen3.5 (and
 -MoE). Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
-Qwen2.5-VL-7B vision tower (1.35 GB), written once to the cache (:mod:`qvlearn.cache`) and reused.
+Qwen2.5-VL-7B vision tower (1.35 GB), written once to the cache (:mod:`qvlearn.tools.cache`) and reused.
 
 Order of work: the output path and every input are checked first, then the model is generated or loaded, then
 the forward runs, and the output is written under a temporary name and renamed (nothing partial is left).
@@ -53,8 +53,8 @@ def _progress(total: int, quiet: bool, desc: str = "blocks"):
 def check_out(path: str, suffixes: tuple) -> Path:
     """Refuse an unusable output path before any work is done: the suffix, a folder in the way, a place where no
     file can be created (read-only, permissions, /proc)."""
-    from .atomic import check_writable
-    from .errors import InputError
+    from ..atomic import check_writable
+    from ..errors import InputError
 
     out = Path(path)
     if out.is_dir():
@@ -78,7 +78,7 @@ def output_files(path: Path, deepstack: bool) -> list[Path]:
 def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray, deepstack=()) -> list[Path]:
     """``.npz`` / ``.safetensors``: ``embeddings``, ``grid_thw`` and ``deepstack.{j}`` (Qwen3-VL); ``.npy``: the
     same as separate files (:func:`output_files`). Each file is written whole or not at all."""
-    from .atomic import atomic_file
+    from ..atomic import atomic_file
 
     arrays = {"embeddings": np.ascontiguousarray(embeddings), "grid_thw": np.ascontiguousarray(grid_thw)}
     arrays.update({f"deepstack.{j}": np.ascontiguousarray(f) for j, f in enumerate(deepstack)})
@@ -103,11 +103,11 @@ def save_output(path: Path, embeddings: np.ndarray, grid_thw: np.ndarray, deepst
 
 def _model_config(args):
     """The snapshot's vision config without loading any weights (the default model's from its preset)."""
-    from .config import preset_config, read_config
+    from ..config import preset_config, read_config
 
     if args.model is None:
         return preset_config(DEFAULT_PRESET)
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     model = Path(args.model)
     if model.is_file():
@@ -128,7 +128,7 @@ def _model_dir(args, log) -> Path:
 def expand_video(value: str) -> str | list[str]:
     """One ``--video`` value: an animated file (GIF/PNG/WebP/TIFF) as it is, or the sorted frame files of a folder
     or of a glob pattern (quote it: ``--video 'frames/*.png'``)."""
-    from .errors import InputError
+    from ..errors import InputError
 
     path = Path(value)
     if path.is_dir():
@@ -174,7 +174,7 @@ def _names(args) -> list[str]:
 
 
 def _check_finite(array: np.ndarray, what: str) -> None:
-    from .errors import InputError
+    from ..errors import InputError
 
     if not np.all(np.isfinite(array)):
         bad = int(np.sum(~np.all(np.isfinite(array.reshape(array.shape[0], -1)), axis=1)))
@@ -211,7 +211,7 @@ def cmd_encode(args) -> int:
 def cmd_taps(args) -> int:
     import qvlearn
 
-    from .config import read_config_json, vision_config_from_dict
+    from ..config import read_config_json, vision_config_from_dict
     from .taps import add_natural_order, save_taps, select_stages
 
     log = _log(args)
@@ -320,7 +320,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=prog or program_name(),
@@ -374,7 +374,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import QvlearnError
+    from ..errors import QvlearnError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
         args.images = list(args.images) + extra
     try:
         if getattr(args, "threads", None):
-            from .parallel import set_threads
+            from ..engine.parallel import set_threads
 
             set_threads(args.threads)
         return args.func(args)

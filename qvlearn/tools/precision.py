@@ -1,7 +1,8 @@
 """Low-precision experiments on the float32 encoder: bf16 weights, and bf16/fp16 activations emulated
 with ``ml_dtypes`` (values rounded to the narrow type, stored back as float32).
 
-Explained in ``notebooks/11_precision_lab.ipynb``. NumPy backend only; never used by the forward itself.
+Explained in ``notebooks/11_precision_lab.ipynb``. NumPy backend only; a kernel table of its own
+(:func:`emulated_kernels`), never used by the engine's default forward.
 
 The emulation mirrors what a half-precision GPU port does: every linear layer (the patch embedding, qkv,
 proj, MLP, merger) takes inputs rounded to the narrow type and returns a result rounded to it (the
@@ -10,8 +11,6 @@ every block; norm reductions, softmax and the rotary math stay in float32, as in
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import ml_dtypes
 import numpy as np
@@ -30,31 +29,24 @@ def round_weights(weights: dict, dtype: str) -> dict:
     return {k: round_to(v, dtype) for k, v in weights.items()}
 
 
-@contextmanager
-def emulate_activations(dtype: str):
-    """Within the block, qvlearn's forward stores activations in ``dtype`` (see the module docstring)."""
-    from . import attention, block, encoder, layers, merger
+def emulated_kernels(dtype: str, base=None):
+    """The kernel table ``base`` (the engine's by default) storing activations in ``dtype`` (bfloat16 or float16):
+    every ``linear`` and the patch embedding take inputs rounded to ``dtype`` and return results rounded to it, and
+    each block's output (the residual stream, ``finish``) is stored rounded (see the module docstring). Use it as
+    ``encoder.with_kernels(emulated_kernels("bfloat16"))``."""
+    from ..engine.kernels import KERNELS
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    original_linear, original_block, original_embed = layers.linear, encoder.vision_block, encoder.patch_embed
+    base = KERNELS if base is None else base
 
     def linear(x, weight, bias=None):
-        return round_to(original_linear(round_to(x, dtype), weight, bias), dtype)
-
-    def vision_block(*args, **kwargs):
-        return round_to(original_block(*args, **kwargs), dtype)
+        return round_to(base.linear(round_to(x, dtype), weight, bias), dtype)
 
     def patch_embed(pixel_values, weight):
-        return round_to(original_embed(round_to(pixel_values, dtype), weight), dtype)
+        return round_to(base.patch_embed(round_to(pixel_values, dtype), weight), dtype)
 
-    patched = [(attention, "linear", linear), (block, "linear", linear), (merger, "linear", linear),
-               (encoder, "vision_block", vision_block), (encoder, "patch_embed", patch_embed)]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
-    try:
-        for module, name, replacement in patched:
-            setattr(module, name, replacement)
-        yield
-    finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+    def finish(*args, **kwargs):
+        return round_to(base.finish(*args, **kwargs), dtype)
+
+    return base.replace(linear=linear, patch_embed=patch_embed, finish=finish)

@@ -26,96 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .block import BLOCK_STAGES
-from .errors import QvlearnError
-from .window_index import inverse_permutation, patch_permutation
+from ..errors import TapError
+from ..stages import (INNER_STAGES, INTEGER_STAGES, TAP_STAGES, default_stages, is_stage_name,  # noqa: F401
+                      select_stages, stage_names, stage_order)
+from ..window_index import inverse_permutation, patch_permutation
 
 FORMAT_VERSION = "1"
 FORMAT_KEY = "qvlearn_taps_format"
-TAP_STAGES = ("pixel_values", "grid_thw", "patch_embeds", "pos_embeds", "position_ids", "cos", "sin", "cu_seqlens",
-              "window_index", "cu_window_seqlens", "blocks.{i}", "blocks.{i}.natural", "deepstack.{j}",
-              "last_hidden_state", "merger.ln_q", "merger.norm", "merger", "embeddings")
-INNER_STAGES = ("norm1", "attn.q", "attn.k", "attn", "residual1", "norm2", "mlp.fc1", "mlp.gate", "mlp.up", "mlp.act",
-                "mlp")
-assert set(INNER_STAGES) == set(BLOCK_STAGES["qwen2_vl"] + BLOCK_STAGES["qwen2_5_vl"])
-"""Stages inside block i, named ``blocks.{i}.<name>`` (see :data:`qvlearn.block.BLOCK_STAGES` per family)."""
-INTEGER_STAGES = ("grid_thw", "position_ids", "cu_seqlens", "window_index", "cu_window_seqlens")
 DEFAULT_RTOL = 1e-5  # 5x the float32 noise seen on 32-block towers (<= 2e-6)
-_BLOCK_NAME = re.compile(r"blocks\.(\d+)(?:\.(natural|" + "|".join(map(re.escape, INNER_STAGES)) + r"))?")
-_DEEPSTACK_NAME = re.compile(r"deepstack\.(\d+)")
-
-
-class TapError(QvlearnError):
-    """A tap file cannot be read or compared: another format version, a missing stage, a shape mismatch."""
-
-
-def is_stage_name(name: str) -> bool:
-    """Whether ``name`` belongs to the tap format (``blocks.{i}``, ``blocks.{i}.norm1``, ``embeddings``, ...)."""
-    return ((name in TAP_STAGES and "{" not in name) or _BLOCK_NAME.fullmatch(name) is not None
-            or _DEEPSTACK_NAME.fullmatch(name) is not None)
-
-
-def stage_order(name: str) -> tuple:
-    """Sort key following the forward: pixel_values ... blocks.0.norm1 ... blocks.0 ... blocks.31 ...
-    embeddings."""
-    match = _BLOCK_NAME.fullmatch(name)
-    if match:
-        inner = match.group(2)
-        position = (len(INNER_STAGES) + 1 if inner == "natural" else INNER_STAGES.index(inner) if inner
-                    else len(INNER_STAGES))
-        return (TAP_STAGES.index("blocks.{i}"), int(match.group(1)), position, "")
-    match = _DEEPSTACK_NAME.fullmatch(name)
-    if match:
-        return (TAP_STAGES.index("deepstack.{j}"), int(match.group(1)), 0, "")
-    if name in TAP_STAGES:
-        return (TAP_STAGES.index(name), 0, 0, "")
-    return (len(TAP_STAGES), 0, 0, name)
-
-
-def stage_names(config) -> list[str]:
-    """Every stage an encoder of ``config`` can report, in forward order (the choices of a trace)."""
-    windows = config.uses_windows
-    third = config.third_generation
-    names = []
-    for name in TAP_STAGES:
-        if name in ("window_index", "cu_window_seqlens") and not windows:
-            continue
-        if name in ("pos_embeds", "merger.norm") and not third or name == "merger.ln_q" and third:
-            continue
-        if name == "deepstack.{j}":
-            names += [f"deepstack.{j}" for j in range(len(config.deepstack_visual_indexes))]
-            continue
-        if name == "blocks.{i}":
-            for i in range(config.depth):
-                names += [f"blocks.{i}.{inner}" for inner in BLOCK_STAGES[config.family]] + [f"blocks.{i}"]
-                names += [f"blocks.{i}.natural"] if windows else []
-        elif name != "blocks.{i}.natural":
-            names.append(name)
-    return names
-
-
-def default_stages(config) -> list[str]:
-    """What a trace reports when no stages are named: every stage but those inside the blocks."""
-    return [n for n in stage_names(config) if not (_BLOCK_NAME.fullmatch(n) and _BLOCK_NAME.fullmatch(n).group(2)
-                                                     not in (None, "natural"))]
-
-
-def select_stages(config, patterns) -> list[str]:
-    """The stages of ``config`` matched by the glob ``patterns`` (``"blocks.3.*"``, ``"blocks.*.attn.q"``,
-    ``"embeddings"``); a pattern that matches no stage is an error naming the closest names."""
-    import difflib
-
-    names = stage_names(config)
-    chosen = []
-    for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            close = difflib.get_close_matches(pattern, names, n=3)
-            raise TapError(f"no stage matches {pattern!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
-                           + f"; stages are named like pixel_values, blocks.0, blocks.0.norm1, blocks.*.attn.q, "
-                           f"embeddings (this {config.family} tower has blocks 0..{config.depth - 1})")
-        chosen += hits
-    return sorted(set(chosen), key=stage_order)
 
 
 def add_natural_order(stages: dict) -> dict:
@@ -133,9 +51,9 @@ def save_taps(path, stages: dict, *, source: str, config: dict | None = None, ba
     """Write ``stages`` (NumPy arrays by stage name) as a version-1 tap file."""
     from safetensors.numpy import save_file
 
-    from . import __version__
+    from .. import __version__
 
-    from .atomic import atomic_file
+    from ..atomic import atomic_file
 
     path = Path(path)
     tensors = {name: np.ascontiguousarray(np.asarray(stages[name])) for name in sorted(stages, key=stage_order)}

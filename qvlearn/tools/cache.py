@@ -14,8 +14,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic import atomic_directory, stale_partials
-from .errors import OutputError
+from ..atomic import atomic_directory, stale_partials
+from ..errors import OutputError
 
 ENV_VAR = "QVLEARN_CACHE"
 
@@ -55,8 +55,8 @@ def _human(nbytes: float) -> str:
 def default_model(preset: str, seed: int = 0, log=print, progress: bool = False, **vision_overrides) -> Path:
     """The cached random-weight snapshot of ``preset``, built on first use (size and, with ``progress``, a progress
     bar on stderr). ``vision_overrides`` (e.g. ``depth=4``) give a variant, cached under its own name."""
-    from .config import preset_config
-    from .weights import checkpoint_bytes, save_random_checkpoint
+    from ..config import preset_config
+    from ..weights import checkpoint_bytes, save_random_checkpoint
 
     target = cache_dir() / entry_name(preset, seed, **vision_overrides)
     if (target / "config.json").exists():

@@ -4,30 +4,31 @@ Explained in ``notebooks/12_debugging_a_port.ipynb``. For porters: inject a bug,
 ``compare``'s verdict; the stage it names is where the bug lives, the error size and the note say what
 kind of bug it is. ``tests/test_bugs.py`` proves that ``compare`` names each bug's stage.
 
-    from qvlearn import bugs
-    with bugs.inject("rope-interleaved"):
-        encoder = qvlearn.load_encoder(path)          # some bugs act while the encoder is built
-        buggy = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=["*"])
+    from qvlearn.tools import bugs
+    encoder = qvlearn.load_encoder(path, kernels=bugs.kernels("rope-interleaved"))
+    buggy = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=["*"])
+    # preprocessing bugs: qvlearn.preprocess(..., steps=bugs.steps("resize-bilinear"))
 
-Each bug replaces one function (or table) of qvlearn for the duration of the ``with`` block
-(``unittest.mock.patch``): the engine carries no bug flags. ``reported`` names where the bug was reported
-in public (an issue or pull request), or says that it is one of the spec's checklist items with no public
-report found.
+Each bug is one or two entries of the engine's kernel table (:mod:`qvlearn.engine.kernels`) or of the
+preprocessing steps (:class:`qvlearn.preprocessing.Steps`) swapped for a wrong one: the engine carries no bug
+flags and nothing is patched. ``reported`` names where the bug was reported in public (an issue or pull request),
+or says that no public report was found and which notebook explains the detail.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
-from unittest import mock
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import attention, block, config, encoder, merger, preprocessing, rotary
-from .errors import InputError
-from .layers import gelu, gelu_tanh, linear
+from .. import preprocessing, rotary
+from ..engine.block import project_by_halves
+from ..engine.kernels import KERNELS, Kernels
+from ..errors import InputError
+from ..layers import gelu, gelu_tanh
+from ..preprocessing import STEPS, Steps
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Bug:
     symptom: str
     family: str = "qwen2_5_vl"   # the tower it is shown on: qwen2_vl, qwen2_5_vl
     needs: str = "batch"         # the input that shows it: batch (two images and a video), rgba, size70
-    patches: tuple = field(default=(), repr=False)  # (object, attribute name, replacement) or ("dict", d, key, v)
+    kernels: dict = field(default_factory=dict, repr=False)  # kernel-table entries replaced
+    steps: dict = field(default_factory=dict, repr=False)    # preprocessing steps replaced
 
 
 # --- the replacements -----------------------------------------------------------------------------------
@@ -62,13 +64,13 @@ def _rotate_half_wrong_sign(x, cos, sin):
     return x * cos[:, None, :] + turned * sin[:, None, :]
 
 
-def _qkv_contiguous(x, qkv_weight, qkv_bias, cos, sin, num_heads):
+def _qkv_contiguous(qkv, num_heads):
     """q, k, v read as the first, second and third N*D values of the qkv buffer (a raw-memory view) instead of
     the strided ``[N, 3, heads, d]`` view."""
-    xp = array_namespace(x)
-    n, dim = x.shape
-    flat = xp.reshape(linear(x, qkv_weight, qkv_bias), (3, n, num_heads, dim // num_heads))
-    return (rotary.apply_rotary(flat[0, ...], cos, sin), rotary.apply_rotary(flat[1, ...], cos, sin), flat[2, ...])
+    xp = array_namespace(qkv)
+    n, three_d = qkv.shape
+    flat = xp.reshape(qkv, (3, n, num_heads, three_d // (3 * num_heads)))
+    return flat[0, ...], flat[1, ...], flat[2, ...]
 
 
 def _rotary_left_in_natural_order(cos, sin, rows):
@@ -82,8 +84,8 @@ def _window_inverse_is_the_index(index):
 
 def _window_index_keeping_empty_windows(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
     """transformers' window list before ``unique_consecutive``: empty padded windows stay as 0-length segments."""
-    from .grid import as_grid_thw
-    from .window_index import window_index
+    from ..grid import as_grid_thw
+    from ..window_index import window_index
 
     w_index, _ = window_index(grid_thw, spatial_merge_size, window_size, patch_size)
     ws = window_size // spatial_merge_size // patch_size
@@ -101,14 +103,14 @@ def _window_index_keeping_empty_windows(grid_thw, spatial_merge_size=2, window_s
 
 def _window_size_in_tokens(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
     """``window_size`` read as tokens, not pixels (112 merged tokens a side: one window per image)."""
-    from .window_index import window_index
+    from ..window_index import window_index
 
     return window_index(grid_thw, spatial_merge_size, window_size, 1)
 
 
 def _cu_seqlens_per_entry(grid_thw, spatial_merge_size=2):
     """One segment per image or video instead of one per frame pair: a video's frame pairs attend to each other."""
-    from .grid import as_grid_thw
+    from ..grid import as_grid_thw
 
     grid = as_grid_thw(grid_thw, spatial_merge_size)
     return np.concatenate([[0], np.cumsum(grid.prod(axis=1))]).astype(np.int32)
@@ -127,20 +129,20 @@ def _no_unpermute(merged, inverse):
     return merged
 
 
-def _scale_by_width(q, k, v, plan, scale, chunk_bytes=attention.DEFAULT_CHUNK_BYTES):
+def _scale_by_width(q, k, v, plan, scale, chunk_bytes):
     """``1/sqrt(hidden_size)`` instead of ``1/sqrt(head_dim)``."""
     heads = q.shape[1]
-    return attention.parallel_segment_attention(q, k, v, plan, scale / math.sqrt(heads), chunk_bytes)
+    return KERNELS.attend(q, k, v, plan, scale / math.sqrt(heads), chunk_bytes)
 
 
 def _layer_norm_for_rms(x, weight, eps=1e-6):
-    from .norms import layer_norm
+    from ..norms import layer_norm
 
     return layer_norm(x, weight, 0.0, eps)
 
 
 def _rms_norm_eps(eps):
-    from .norms import rms_norm
+    from ..norms import rms_norm
 
     return lambda x, weight, _eps=1e-6: rms_norm(x, weight, eps)
 
@@ -155,13 +157,12 @@ def _rms_norm_fp16(x, weight, eps=1e-6):
     return xp.astype(normed, xp.float32) * weight
 
 
-def _mlp_gate_up_swapped(x, gate_proj_weight, gate_proj_bias, up_proj_weight, up_proj_bias, down_proj_weight,
-                         down_proj_bias, act="silu", tap=block._no_tap):
-    return _ORIGINAL_MLP(x, up_proj_weight, up_proj_bias, gate_proj_weight, gate_proj_bias, down_proj_weight,
-                         down_proj_bias, act, tap)
-
-
-_ORIGINAL_MLP = block.mlp_qwen2_5_vl
+def _mlp_gate_up_swapped(K, x, w, cfg, tap):
+    gate, up, _ = cfg.kind.mlp_names
+    swapped = dict(w)
+    for part in ("weight", "bias"):
+        swapped[f"mlp.{gate}.{part}"], swapped[f"mlp.{up}.{part}"] = w[f"mlp.{up}.{part}"], w[f"mlp.{gate}.{part}"]
+    return KERNELS.mlp_gated(K, x, swapped, cfg, tap)
 
 
 def _inv_freq_bf16(head_dim, theta=10000.0):
@@ -176,11 +177,8 @@ def _smart_resize_c_round(height, width, factor=28, min_pixels=preprocessing.MIN
     h = int(math.floor(height / factor + 0.5)) * factor
     w = int(math.floor(width / factor + 0.5)) * factor
     if h * w > max_pixels or h * w < min_pixels:
-        return _ORIGINAL_SMART_RESIZE(height, width, factor, min_pixels, max_pixels)
+        return STEPS.smart_resize(height, width, factor, min_pixels, max_pixels)
     return h, w
-
-
-_ORIGINAL_SMART_RESIZE = preprocessing.smart_resize
 
 
 def _to_rgb_dropping_alpha(image):
@@ -193,21 +191,21 @@ def _resize_bilinear(image, height, width):
     return np.asarray(image.resize((width, height), Image.BILINEAR))
 
 
-def _not_full(self, i):
+def _not_full(config, i):
     return False
 
 
-def _full_off_by_one(self, i):
-    return (i + 1) in self.fullatt_block_indexes
+def _full_off_by_one(config, i):
+    return (i + 1) in config.fullatt_block_indexes
 
 
-def _full_swapped(self, i):
-    return i not in self.fullatt_block_indexes
+def _full_swapped(config, i):
+    return i not in config.fullatt_block_indexes
 
 
-# The block's fast projection step rotates q and k as complex pairs (qvlearn.rotary.rotate_as_pairs); the bugs of
-# the rotation and of the qkv layout are bugs of the halves form, so with them the block takes that form too.
-_ROTATE_BY_HALVES = (block, "_project_in_place", block._project_by_halves)
+# The engine's projection step on NumPy rotates q and k as complex pairs (qvlearn.rotary.rotate_as_pairs); the bugs
+# of the rotation and of the qkv layout are bugs of the halves form, so with them the block takes that form.
+_BY_HALVES = dict(project=project_by_halves)
 
 # --- the zoo --------------------------------------------------------------------------------------------
 
@@ -215,88 +213,88 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
     Bug("rope-interleaved", "RoPE with GPT-J (interleaved) pairs instead of NeoX halves",
         "xLLM-AI/xllm PR #2120 (rotary_mode='interleave' switched to adjacent pairs; fixed to 'half')",
         "blocks.0.attn.q", "q and k wrong from block 0 on; every later stage drifts",
-        patches=((attention, "apply_rotary", _rotate_interleaved), _ROTATE_BY_HALVES)),
+        kernels=dict(_BY_HALVES, rotate=_rotate_interleaved)),
     Bug("rotate-half-sign", "rotate_half with the sign on the wrong half",
         "no public report found (the rotate_half convention: notebook 3)", "blocks.0.attn.q",
         "positions rotate backwards: attention still local, values wrong",
-        patches=((attention, "apply_rotary", _rotate_half_wrong_sign), _ROTATE_BY_HALVES)),
+        kernels=dict(_BY_HALVES, rotate=_rotate_half_wrong_sign)),
     Bug("qkv-contiguous", "q, k, v read as consecutive N*D chunks of the qkv buffer",
         "awslabs/slapo PR #46, vllm-project/vllm PR #13687 (qkv layout assumed contiguous)",
         "blocks.0.attn.q", "q mixes q, k and v features of other tokens",
-        patches=((block, "qkv_rotary", _qkv_contiguous), _ROTATE_BY_HALVES)),
+        kernels=dict(_BY_HALVES, split_qkv=_qkv_contiguous)),
     Bug("rope-natural-order", "cos/sin left in natural order while the tokens are in window order",
         "no public report found (cos/sin follow the window order: notebook 4)", "blocks.0.attn.q",
         "each token rotated by another token's angles (same set of angles, other rows)",
-        patches=((encoder, "rotary_to_window_order", _rotary_left_in_natural_order),)),
+        kernels=dict(window_order=_rotary_left_in_natural_order)),
     Bug("window-inverse", "window permutation applied again instead of its inverse (argsort)",
         "lablup/mlxcel #1596, PR #1601, PR #1603 (an object dropped from every description)",
         "embeddings", "tokens scrambled whenever the merged grid is not a multiple of the window",
-        patches=((encoder, "inverse_permutation", _window_inverse_is_the_index),)),
+        kernels=dict(window_inverse=_window_inverse_is_the_index)),
     Bug("window-empty-segments", "cu_window_seqlens keeps the empty windows of the padding",
         "no public report found (transformers drops empty windows with unique_consecutive: notebook 4)", "cu_window_seqlens",
         "zero-length segments: harmless in some kernels, NaN in others",
-        patches=((encoder, "window_index", _window_index_keeping_empty_windows),)),
+        kernels=dict(window_index=_window_index_keeping_empty_windows)),
     Bug("window-size-tokens", "window_size read as merged tokens instead of pixels",
         "ByteDance-Seed/VeOmni #1024", "window_index", "one window per image: window attention becomes full",
-        patches=((encoder, "window_index", _window_size_in_tokens),)),
+        kernels=dict(window_index=_window_size_in_tokens)),
     Bug("fullatt-off-by-one", "full-attention block indexes off by one (counted from 1)",
         "no public report found (fullatt_block_indexes count from 0: notebook 8)", "blocks.0.attn",
         "the wrong blocks see the whole image",
-        patches=((config.VisionConfig, "is_full_attention_block", _full_off_by_one),)),
+        kernels=dict(full_attention=_full_off_by_one)),
     Bug("fullatt-never", "no block uses full attention (block ids compared as strings)",
         "nvidia-cosmos/cosmos-rl #171", "blocks.1.attn", "windows everywhere: no global context",
-        patches=((config.VisionConfig, "is_full_attention_block", _not_full),)),
+        kernels=dict(full_attention=_not_full)),
     Bug("fullatt-swapped", "full and window segments passed the other way round",
         "alibaba/Pai-Megatron-Patch #552", "blocks.0.attn", "window blocks attend globally and vice versa",
-        patches=((config.VisionConfig, "is_full_attention_block", _full_swapped),)),
+        kernels=dict(full_attention=_full_swapped)),
     Bug("cu-seqlens-per-entry", "one attention segment per video instead of one per frame pair",
         "no public report found (one segment per frame pair: notebook 9)", "cu_seqlens", "a video's frame pairs attend to each other",
-        patches=((encoder, "cu_seqlens", _cu_seqlens_per_entry),)),
+        kernels=dict(cu_seqlens=_cu_seqlens_per_entry)),
     Bug("scale-by-width", "attention scaled by 1/sqrt(hidden_size) instead of 1/sqrt(head_dim)",
         "no public report found (the scale is 1/sqrt(head_dim): notebook 6)", "blocks.0.attn", "attention too flat",
-        patches=((block, "parallel_segment_attention", _scale_by_width),)),
+        kernels=dict(attend=_scale_by_width)),
     Bug("layernorm-for-rmsnorm", "LayerNorm where Qwen2.5-VL has RMSNorm (the other family's norm)",
         "baidu-baige/LoongForge PR #111 (Qwen2-VL and Qwen2.5-VL mergers share one norm mapping)",
         "blocks.0.norm1", "the mean is subtracted: every norm output shifts",
-        patches=((block, "rms_norm", _layer_norm_for_rms),)),
+        kernels=dict(rms_norm=_layer_norm_for_rms)),
     Bug("rmsnorm-eps", "RMSNorm eps 1e-5 instead of 1e-6",
         "found by an independent port of this project (issue: porters' toolkit 2); vLLM passes the LLM's "
         "rms_norm_eps to the tower", "blocks.0.norm1",
         "a systematic scale error of ~5e-6: under any max-based float32 tolerance",
-        patches=((block, "rms_norm", _rms_norm_eps(1e-5)),)),
+        kernels=dict(rms_norm=_rms_norm_eps(1e-5))),
     Bug("rmsnorm-fp16", "RMSNorm's sum of squares reduced in float16",
         "lablup/mlxcel PR #1601 (rows erased by the overflow), ggml-org/llama.cpp #17534 (fp16 overflow in block 31)",
         "blocks.0.norm1", "~1e-3 errors in every norm; inf and erased rows once real activations grow",
-        patches=((block, "rms_norm", _rms_norm_fp16),)),
+        kernels=dict(rms_norm=_rms_norm_fp16)),
     Bug("gate-up-swapped", "SiLU on the up branch: silu(up) * gate instead of silu(gate) * up",
         "ml-explore/mlx-lm PR #767", "blocks.0.mlp.gate", "MLP output wrong; norms and attention fine",
-        patches=((block, "mlp_qwen2_5_vl", _mlp_gate_up_swapped),)),
+        kernels=dict(mlp_gated=_mlp_gate_up_swapped)),
     Bug("quick-gelu-as-gelu", "exact GELU where Qwen2-VL's MLP has QuickGELU",
         "sgl-project/sglang #2365 (QuickGELU variant and dtype casts deviated from transformers)",
         "blocks.0.mlp.act", "small errors (~1e-2) growing through the blocks", family="qwen2_vl",
-        patches=(("dict", block.ACTIVATIONS, "quick_gelu", gelu),)),
+        kernels=dict(activations={**KERNELS.activations, "quick_gelu": gelu})),
     Bug("merger-gelu-tanh", "tanh-approximate GELU in the merger instead of the exact erf GELU",
         "ggml-org/llama.cpp tools/mtmd qwen2vl (ggml_gelu), mistral.rs (candle gelu); the merger's exact GELU: notebook 7",
-        "merger", "errors ~1e-3 in the output only", patches=((merger, "gelu", gelu_tanh),)),
+        "merger", "errors ~1e-3 in the output only", kernels=dict(merger_act=gelu_tanh)),
     Bug("concat-2x2-column-major", "the 2x2 patches concatenated column-major: (0,0), (1,0), (0,1), (1,1)",
         "no public report found (the 2x2 block order: notebooks 1 and 7)", "merger", "the merger mixes features of the wrong patches",
-        patches=((encoder, "merge_2x2", _merge_2x2_column_major),)),
+        kernels=dict(merge_2x2=_merge_2x2_column_major)),
     Bug("no-unpermute", "merged tokens left in window order", "no public report found (argsort(window_index) after the merger: notebook 7)", "embeddings",
         "tokens in window order: the LLM sees a scrambled image",
-        patches=((encoder, "restore_order", _no_unpermute),)),
+        kernels=dict(restore_order=_no_unpermute)),
     Bug("rope-bf16-frequencies", "rotary frequencies rounded to bf16", "no public report found (inv_freq in float32: notebook 3)",
         "cos", "angles off by up to 0.4%: far positions rotate wrongly",
-        patches=((encoder, "inv_freq", _inv_freq_bf16),)),
+        kernels=dict(inv_freq=_inv_freq_bf16)),
     Bug("smart-resize-c-round", "smart_resize rounding ties away from zero (C round) instead of to even",
         "NVIDIA/TensorRT-Edge-LLM #81, kekzl/imp PR #1166", "pixel_values",
         "another image size and token count (70 px -> 84 instead of 56)", needs="size70",
-        patches=((preprocessing, "smart_resize", _smart_resize_c_round),)),
+        steps=dict(smart_resize=_smart_resize_c_round)),
     Bug("rgba-black-background", "transparency dropped (black) instead of composited on white",
         "QwenLM/Qwen3-VL PR #661, vllm-project/vllm PR #18569", "pixel_values",
         "transparent regions become black", needs="rgba",
-        patches=((preprocessing, "to_rgb", _to_rgb_dropping_alpha),)),
+        steps=dict(to_rgb=_to_rgb_dropping_alpha)),
     Bug("resize-bilinear", "bilinear resize instead of PIL bicubic", "ikawrakow/ik_llama.cpp #1969",
-        "pixel_values", "pixel values off by a few grey levels", patches=((preprocessing, "resize", _resize_bilinear),)),
+        "pixel_values", "pixel values off by a few grey levels", steps=dict(resize=_resize_bilinear)),
 ]}
 """Every bug of the zoo by name."""
 
@@ -311,18 +309,24 @@ BRIDGE_BUGS = {
 """Bugs of the bridge to the LLM: they live after the encoder, so no tap shows them; qvlearn.bridge covers both."""
 
 
-@contextlib.contextmanager
-def inject(name: str):
-    """Inject the bug ``name`` into qvlearn for the duration of the ``with`` block."""
+def _bug(name: str) -> Bug:
     if name not in BUGS:
         raise InputError(f"no bug named {name!r}; the zoo has: {', '.join(BUGS)}")
-    with contextlib.ExitStack() as stack:
-        for patch in BUGS[name].patches:
-            if patch[0] == "dict":
-                stack.enter_context(mock.patch.dict(patch[1], {patch[2]: patch[3]}))
-            else:
-                stack.enter_context(mock.patch.object(patch[0], patch[1], patch[2]))
-        yield BUGS[name]
+    return BUGS[name]
+
+
+def kernels(name: str | None, base: Kernels = KERNELS) -> Kernels:
+    """The kernel table ``base`` with the bug ``name`` in it (``None``: ``base`` unchanged). Pass it to
+    ``qvlearn.load_encoder(path, kernels=...)`` or ``encoder.with_kernels(...)``."""
+    return base if name is None else base.replace(**_bug(name).kernels)
+
+
+def steps(name: str | None, base: Steps = STEPS) -> Steps:
+    """The preprocessing steps ``base`` with the bug ``name`` in them (unchanged for a bug of the encoder). Pass
+    them to ``qvlearn.preprocess(..., steps=...)``."""
+    import dataclasses
+
+    return base if name is None else dataclasses.replace(base, **_bug(name).steps)
 
 
 def sample_inputs(needs: str, seed: int = 1):
@@ -345,11 +349,10 @@ def sample_inputs(needs: str, seed: int = 1):
 
 
 def traced(name: str | None, snapshot, inputs: dict, stages=("*",)) -> dict:
-    """Preprocess ``inputs``, load ``snapshot`` and trace ``stages``, with the bug ``name`` injected (``None``:
-    no bug). Everything happens inside the injection, as in a port that has the bug everywhere."""
-    from . import load_encoder, preprocess
+    """Preprocess ``inputs``, load ``snapshot`` and trace ``stages``, with the bug ``name`` in (``None``: no bug),
+    as in a port that has the bug everywhere."""
+    from .. import load_encoder, preprocess
 
-    context = inject(name) if name else contextlib.nullcontext()
-    with context:
-        pixel_values, grid_thw = preprocess(**inputs)
-        return load_encoder(snapshot).trace(pixel_values, grid_thw, to_numpy=True, stages=list(stages))
+    pixel_values, grid_thw = preprocess(**inputs, steps=steps(name))
+    encoder = load_encoder(snapshot, kernels=kernels(name))
+    return encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=list(stages))

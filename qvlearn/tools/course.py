@@ -121,8 +121,8 @@ def versions() -> str:
     """One line naming the versions and the backend (printed by each notebook's first cell)."""
     import numpy
 
-    from . import __version__
-    from .backend import get_backend
+    from .. import __version__
+    from ..backend import get_backend
 
     parts = [f"python {platform.python_version()}", f"numpy {numpy.__version__}", f"qvlearn {__version__}"]
     for name in ("torch", "transformers"):

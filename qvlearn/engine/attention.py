@@ -1,6 +1,7 @@
-"""Vision self-attention: fused qkv, 2-D RoPE, softmax inside each segment, output projection.
+"""The engine's attention kernel: softmax(q k^T / sqrt(d)) v inside each segment, bounded memory, threads.
 
-Explained in ``notebooks/06_attention.ipynb``.
+Explained in ``notebooks/06_attention.ipynb``; the plain form is :func:`qvlearn.spec.attention`. The block
+around it (fused qkv, RoPE, output projection) is :mod:`qvlearn.engine.block`.
 
 * ``qkv`` is ``Linear(D, 3D)``; its output viewed as ``[N, 3, heads, head_dim]`` is
   ``[q (all heads) | k (all heads) | v (all heads)]``, each head-major.
@@ -22,10 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace, is_numpy_namespace
 
-from .backend import LOG2_E, exp2_
-from .layers import linear
+from ..backend import LOG2_E, exp2_
 from .parallel import cores, parallel_concat, run_parts, split_bounds
-from .rotary import apply_rotary
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 PART_CHUNK_BYTES = 4 * 2**20  # per CPU thread: a 2048 x 512 score tile, near the core's 2 MiB L2 (measured: 1-8 MiB within 5%)
@@ -53,6 +52,9 @@ class SegmentPlan:
 
     @classmethod
     def build(cls, cu_seqlens: np.ndarray, to_backend) -> "SegmentPlan":
+        """The plan of the segments ``cu_seqlens[i]:cu_seqlens[i+1]``. ``to_backend`` moves a host index array
+        onto the arrays' backend, once: ``np.asarray`` for NumPy arrays, ``encoder.backend.asarray`` (CuPy, the
+        strict stand-in) otherwise."""
         cu = np.asarray(cu_seqlens, dtype=np.int64)
         lengths = np.diff(cu)
         starts = cu[:-1]
@@ -215,22 +217,3 @@ def parallel_segment_attention(q, k, v, plan: SegmentPlan, scale: float, chunk_b
                                                      CPU_KEY_BLOCK),
                       split_bounds(heads, heads))
     return parallel_concat(parts, axis=1)
-
-
-def qkv_rotary(x, qkv_weight, qkv_bias, cos, sin, num_heads: int):
-    """The fused projection and RoPE: ``x [N, D]`` -> ``q, k, v [N, heads, d]``, q and k rotated."""
-    xp = array_namespace(x)
-    n, dim = x.shape
-    qkv = linear(x, qkv_weight, qkv_bias)  # [N, D] @ [D, 3D] -> [N, 3D]
-    qkv = xp.reshape(qkv, (n, 3, num_heads, dim // num_heads))  # [q | k | v], head-major
-    return apply_rotary(qkv[:, 0, ...], cos, sin), apply_rotary(qkv[:, 1, ...], cos, sin), qkv[:, 2, ...]
-
-
-def attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, cos, sin, plan: SegmentPlan, num_heads: int,
-              chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-    """Vision attention of one block: ``x [N, D] -> [N, D]``."""
-    xp = array_namespace(x)
-    n, dim = x.shape
-    q, k, v = qkv_rotary(x, qkv_weight, qkv_bias, cos, sin, num_heads)  # [N, heads, d] each
-    out = parallel_segment_attention(q, k, v, plan, (dim // num_heads) ** -0.5, chunk_bytes)  # [N, heads, d]
-    return linear(xp.reshape(out, (n, dim)), proj_weight, proj_bias)  # [N, D] @ [D, D] -> [N, D]

@@ -35,7 +35,7 @@ def set_threads(n: int | None) -> None:
     command line's ``--threads``; a program embedding qvlearn calls it once at start."""
     global _THREADS, _POOL, _GLOBAL_LIMIT
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        from .errors import QvlearnError
+        from ..errors import QvlearnError
 
         raise QvlearnError(f"the thread count must be a whole number >= 1, got {n!r}")
     if _POOL is not None:

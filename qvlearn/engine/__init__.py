@@ -1,0 +1,9 @@
+"""The fast engine: kernels behind one table, run by :class:`qvlearn.VisionEncoder`.
+
+    kernels    the kernel table (KERNELS) and its documented entries: the hook points of the tools
+    block      the block's three steps (project, finish) and the merger, through the table
+    attention  segment attention: max-free exp2 softmax with an online-softmax fallback, tiles, threads
+    parallel   row and head parts on a thread pool (NumPy), set_threads
+
+The readable forward of the same mathematics is :mod:`qvlearn.spec`; ``tests/test_spec.py`` holds them equal.
+"""
