@@ -3,7 +3,8 @@
 #   make test   create .venv, install everything, run the whole test suite (tests + every notebook), then
 #               every notebook again under other numerics, and check that the run left the tree unchanged
 #               (and the test suite again against the newest transformers, NEXT_TRANSFORMERS)
-# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next.
+# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next,
+#   make test-slow (the tests marked slow, by hand).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,7 +29,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test test-next notebooks clean
+.PHONY: setup lab test test-next test-slow notebooks clean
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
@@ -56,7 +57,8 @@ lab: setup
 
 test: setup
 	$(PY) tools/tree_state.py save
-	$(PY) -m pytest -q -p no:cacheprovider tests notebooks $(NBVAL)
+	$(PY) -m ruff check qvlearn tests tools exercises
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests notebooks $(NBVAL)
 	@echo "== every notebook again under other numerics: $(OTHER_NUMERICS)"
 	$(OTHER_NUMERICS) $(PY) -m pytest -q -p no:cacheprovider notebooks $(NBVAL)
 	$(MAKE) --no-print-directory test-next
@@ -70,7 +72,11 @@ $(NEXT)/.installed: $(VENV)/.installed
 
 test-next: $(NEXT)/.installed
 	@echo "== the test suite again against transformers $(NEXT_TRANSFORMERS)"
-	PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider tests
+	PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# The tests marked slow (minutes each: the attention memory bound, the benchmark's subprocess smoke runs): by hand.
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
 
 notebooks: setup
 	$(PY) tools/regenerate_notebooks.py notebooks/*.ipynb

@@ -4,9 +4,7 @@ Write each function, then check it:  python -m exercises 01
 Solutions: exercises/solutions/ex01_preprocessing.py (try first!)
 """
 
-import math
 
-import numpy as np
 
 
 def first_c_rounding_mismatch():

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 02
 Solutions: exercises/solutions/ex02_patch_embed.py (try first!)
 """
 
-import numpy as np
 
 
 def conv3d_as_matmul(rows, weight):

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 03
 Solutions: exercises/solutions/ex03_rope.py (try first!)
 """
 
-import numpy as np
 
 
 def rope_position_ids(h, w):

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 04
 Solutions: exercises/solutions/ex04_windows.py (try first!)
 """
 
-import numpy as np
 
 
 def cu_seqlens(grids):

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 05
 Solutions: exercises/solutions/ex05_norms.py (try first!)
 """
 
-import numpy as np
 
 
 def rms_norm(x, weight, eps=1e-6):

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 06
 Solutions: exercises/solutions/ex06_attention.py (try first!)
 """
 
-import numpy as np
 
 
 def segment_attention(q, k, v, cu_seqlens):

@@ -4,9 +4,7 @@ Write each function, then check it:  python -m exercises 07
 Solutions: exercises/solutions/ex07_merger.py (try first!)
 """
 
-import math
 
-import numpy as np
 
 
 def raster_to_merge_order(x, h, w):

@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 08
 Solutions: exercises/solutions/ex08_encoder.py (try first!)
 """
 
-import numpy as np
 
 
 def to_window_order(x, window_index):

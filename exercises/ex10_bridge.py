@@ -4,7 +4,6 @@ Write each function, then check it:  python -m exercises 10
 Solutions: exercises/solutions/ex10_bridge.py (try first!)
 """
 
-import numpy as np
 
 
 def rope_index_images(input_ids, image_grid_thw):

@@ -27,8 +27,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from array_api_compat import (array_namespace, is_array_api_obj, is_array_api_strict_namespace, is_cupy_namespace,
-                              is_numpy_namespace)
+from array_api_compat import (
+    array_namespace,
+    is_array_api_obj,
+    is_array_api_strict_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+)
 
 from .errors import BackendError
 
@@ -47,8 +52,8 @@ class Backend:
             self.xp, self.device = xp, "cpu"
         elif name == "cupy":
             try:
-                import cupy
                 import array_api_compat.cupy as xp
+                import cupy
 
                 cupy.zeros(1, dtype=cupy.float32).sum().item()  # probe: importing works without a GPU
             except Exception as exc:  # ImportError, CUDA driver/runtime errors

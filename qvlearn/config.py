@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .families import FAMILIES as FAMILY_TABLE
-from .families import FAMILY_OF_MODEL_TYPE, Family
+from .families import Family, family_of_model_type, model_types
 
 QWEN2_VL = "qwen2_vl"
 QWEN2_5_VL = "qwen2_5_vl"
@@ -30,9 +30,6 @@ FAMILIES = tuple(FAMILY_TABLE)
 THIRD_GENERATION = tuple(name for name, f in FAMILY_TABLE.items() if f.generation == 3)
 """Qwen3-VL and Qwen3.5 (notebook 13): 16-px patches, a Conv3d with bias, an interpolated learned position table,
 LayerNorm blocks with a gelu_pytorch_tanh MLP, full attention per frame pair; DeepStack mergers (Qwen3-VL)."""
-
-# model_type strings that name each family (the family table's model_types)
-_FAMILY_OF_MODEL_TYPE = FAMILY_OF_MODEL_TYPE
 
 # Class defaults of transformers 5.23's vision configs (identical in 4.x), from the family table.
 HF_VISION_DEFAULTS = {name: f.hf_defaults for name, f in FAMILY_TABLE.items()}
@@ -70,8 +67,8 @@ class VisionConfig:
     deepstack_visual_indexes: tuple = ()
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ConfigError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        if self.family not in FAMILY_TABLE:
+            raise ConfigError(f"unknown family {self.family!r}; expected one of {tuple(FAMILY_TABLE)}")
         for name in ("depth", "width", "num_heads", "mlp_width", "out_hidden_size", "patch_size",
                      "temporal_patch_size", "spatial_merge_size", "in_channels"):
             value = getattr(self, name)
@@ -217,16 +214,16 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     else:
         vision = config
         type_name = top_type
-    family = _FAMILY_OF_MODEL_TYPE.get(type_name)
+    family = family_of_model_type(type_name)
     if family is None:
         hint = ""
         if isinstance(type_name, str) and type_name.startswith(("qwen4", "qwen2_5_omni", "qwen3_omni", "glm4v")):
             hint = " (a related model whose vision tower qvlearn does not implement)"
         raise ConfigError(
             f"{source}: model_type {type_name!r} is not a {_titles()} model{hint}; "
-            f"qvlearn reads model_type one of {sorted(_FAMILY_OF_MODEL_TYPE)}. Point it at a snapshot of one of them.")
+            f"qvlearn reads model_type one of {sorted(model_types())}. Point it at a snapshot of one of them.")
 
-    values = dict(HF_VISION_DEFAULTS[family])
+    values = dict(FAMILY_TABLE[family].hf_defaults)
     for key, value in vision.items():
         values[_ALIASES.get(key, key)] = value
     rope = values.get("rope_parameters") or {}
@@ -382,7 +379,7 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     base = PRESETS[preset]
-    family = _FAMILY_OF_MODEL_TYPE[base["model_type"]]
+    family = family_of_model_type(base["model_type"])
     unknown = sorted(set(vision_overrides) - VISION_KEYS)
     if unknown:
         import difflib

@@ -113,8 +113,16 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 ]}
 """Every family by name. The MoE models share their dense sibling's vision tower (their model types are listed)."""
 
-FAMILY_OF_MODEL_TYPE: dict[str, str] = {t: f.name for f in FAMILIES.values() for t in f.model_types}
-"""``config.json``'s ``model_type`` -> family name."""
+
+
+def family_of_model_type(model_type) -> str | None:
+    """The family whose entry lists ``model_type`` (``config.json``'s), or None."""
+    return next((f.name for f in FAMILIES.values() if model_type in f.model_types), None)
+
+
+def model_types() -> list[str]:
+    """Every ``model_type`` some entry lists, in table order."""
+    return [t for f in FAMILIES.values() for t in f.model_types]
 
 
 def family(name: str) -> Family:

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from qvlearn.engine import attention
 from qvlearn.backend import LOG2_E
-from qvlearn.engine.attention import SegmentPlan, online_softmax_attention, parallel_segment_attention, segment_attention
+from qvlearn.engine import attention
+from qvlearn.engine.attention import (
+    SegmentPlan,
+    online_softmax_attention,
+    parallel_segment_attention,
+    segment_attention,
+)
 
 
 def sdpa(q, k, v, cu, scale, dtype=np.float64):
@@ -131,8 +136,27 @@ def test_nan_is_not_hidden():
     assert np.all(np.isfinite(np.delete(out, 5, axis=0)))
 
 
-def test_threaded_heads_use_cache_sized_tiles_and_match_sdpa():
+def test_threaded_heads_use_cache_sized_tiles_and_match_sdpa(monkeypatch):
+    """Each thread takes one head, its score tiles at most PART_CHUNK_BYTES with CPU_KEY_BLOCK keys: seen on the
+    tiles the kernel actually forms (every call of the tile function recorded)."""
+    from qvlearn.engine import parallel
+
     q, k, v = qkv(1500, heads=6, d=24)
     cu = [0, 1100, 1500]
-    out = parallel_segment_attention(q, k, v, SegmentPlan.build(np.array(cu), np.asarray), 24 ** -0.5)
+    tiles, original = [], attention._max_free_softmax_v
+
+    def recording(qc, kt, vs, key_block):
+        tiles.append((qc.shape, kt.shape, key_block))
+        return original(qc, kt, vs, key_block)
+    monkeypatch.setattr(attention, "_max_free_softmax_v", recording)
+    parallel.set_threads(2)
+    try:
+        out = parallel_segment_attention(q, k, v, SegmentPlan.build(np.array(cu), np.asarray), 24 ** -0.5)
+    finally:
+        parallel.set_threads(None)
     assert rel(out, sdpa(q, k, v, cu, 24 ** -0.5)) < 2e-6
+    assert len(tiles) == 2 * 6  # two segment lengths, six heads
+    for (g, heads, rows, _), (_, _, _, keys), kb in tiles:
+        assert heads == 1  # one head per thread
+        assert kb == min(keys, attention.CPU_KEY_BLOCK)  # the 1100 keys in blocks of 512, the 400 in one
+        assert g * heads * rows * kb * 4 <= attention.PART_CHUNK_BYTES  # the tile fits the budget

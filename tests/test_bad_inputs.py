@@ -20,8 +20,8 @@ from safetensors.numpy import load_file, save_file
 
 import qvlearn
 from qvlearn import atomic
-from qvlearn.tools import cache, cli
 from qvlearn.errors import BackendError, CheckpointError, ConfigError, ImageError, InputError, OutputError
+from qvlearn.tools import cache, cli
 
 PY = [sys.executable, "-m", "qvlearn"]
 

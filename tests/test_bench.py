@@ -14,6 +14,7 @@ COLUMNS = ["tower", "image (px)", "patches", "qvlearn s", "transformers s", "rat
            "share of matmul peak", "qvlearn peak RSS GiB", "transformers peak RSS GiB", "weights f32 GiB"]
 
 
+@pytest.mark.slow  # subprocesses: half a minute
 def test_bench_tiny_prints_every_column(tmp_path):
     report = tmp_path / "bench.md"
     proc = subprocess.run([sys.executable, "-m", "qvlearn.tools.bench", "--tiny", "--report", str(report), "--plot",
@@ -68,6 +69,7 @@ def test_gpu_mode_without_a_gpu_says_so(tmp_path):
     assert "No GPU on this machine" in text and "CPU results" in text and "cupy" in text
 
 
+@pytest.mark.slow  # subprocesses
 def test_gpu_report_columns_from_real_worker_runs():
     """The GPU table, filled with the same worker runs on the CPU (NumPy / torch CPU, float32 and bf16):
     every column is there and the ratios are the workers' own medians divided."""

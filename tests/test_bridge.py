@@ -7,10 +7,18 @@ import pytest
 import torch
 
 import qvlearn
+from qvlearn.bridge import (
+    IMAGE_TOKEN_ID,
+    VIDEO_TOKEN_ID,
+    VISION_END_TOKEN_ID,
+    VISION_START_TOKEN_ID,
+    expand_vision_pads,
+    get_rope_index,
+    mrope_frequency_rows,
+    scatter_embeddings,
+    vision_token_counts,
+)
 from qvlearn.tools.reference import reference_get_rope_index as hf_get_rope_index
-from qvlearn.bridge import (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_END_TOKEN_ID, VISION_START_TOKEN_ID,
-                            expand_vision_pads, get_rope_index, mrope_frequency_rows, scatter_embeddings,
-                            vision_token_counts)
 
 
 def random_prompt(rng, n_images, n_videos):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import qvlearn
-from qvlearn.engine.attention import SegmentPlan, parallel_segment_attention, segment_attention
 from qvlearn.engine.attention import DEFAULT_CHUNK_BYTES as CHUNK
+from qvlearn.engine.attention import SegmentPlan, parallel_segment_attention, segment_attention
 from qvlearn.engine.block import vision_block
 from qvlearn.engine.kernels import KERNELS
-from qvlearn.tools.check import assert_close
 from qvlearn.engine.parallel import MIN_ROWS_PER_PART, cores, row_parallel
+from qvlearn.tools.check import assert_close
 
 rng = np.random.default_rng(7)
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import qvlearn
-from qvlearn.tools.check import rel_error
 from qvlearn.config import PRESETS, preset_config, vision_config_from_dict
 from qvlearn.errors import CheckpointError, ConfigError
 from qvlearn.pos_embed import interpolation_indices_and_weights
+from qvlearn.tools.check import rel_error
 from qvlearn.tools.reference import reference_tower, reference_trace
 
 THIRD = ["tiny-qwen3-vl", "tiny-qwen3.5"]
@@ -114,8 +114,12 @@ def test_video_rules_match_transformers():
     """Qwen3VLVideoProcessor's rules, each against transformers' own code: the frame size from one budget over
     frames x H x W, the sampled frames, the timestamps, and the video rows (PIL path), bit for bit."""
     from qvlearn import preprocessing as pp
-    from qvlearn.tools.reference import (reference_qwen3_frame_indices, reference_qwen3_timestamps, reference_qwen3_video,
-                                   reference_qwen3_video_size)
+    from qvlearn.tools.reference import (
+        reference_qwen3_frame_indices,
+        reference_qwen3_timestamps,
+        reference_qwen3_video,
+        reference_qwen3_video_size,
+    )
 
     rng = np.random.default_rng(11)
     for _ in range(200):

@@ -49,7 +49,6 @@ def test_spec_matches_transformers_third_generation(checkpoint, mixed_batch_qwen
     _check(checkpoint(preset), *mixed_batch_qwen3)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("preset, overrides", [
     ("qwen2-vl-2b", dict(depth=2)),
     ("qwen2.5-vl-7b", dict(depth=2, fullatt_block_indexes=[1])),

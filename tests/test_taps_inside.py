@@ -13,8 +13,15 @@ from safetensors.numpy import load_file, save_file
 import qvlearn
 from qvlearn.engine.kernels import KERNELS
 from qvlearn.tools.reference import reference_tower, reference_trace
-from qvlearn.tools.taps import (TapError, compare_taps, default_stages, patch_permutation, inverse_permutation,
-                          select_stages, stage_names)
+from qvlearn.tools.taps import (
+    TapError,
+    compare_taps,
+    default_stages,
+    inverse_permutation,
+    patch_permutation,
+    select_stages,
+    stage_names,
+)
 
 PY = [sys.executable, "-m", "qvlearn"]
 TOL = 1e-5

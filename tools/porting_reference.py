@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qvlearn import PRESETS, preset_config  # noqa: E402
-from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
-from qvlearn.config import _ALIASES, _FAMILY_OF_MODEL_TYPE, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
+from qvlearn.config import _ALIASES, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
+from qvlearn.families import model_types as all_model_types  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
 from qvlearn.weights import WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
 
 TARGET = ROOT / "docs" / "porting.md"
@@ -79,7 +80,7 @@ def bugs_table() -> str:
 
 
 def page() -> str:
-    model_types = ", ".join(f"`{k}`" for k in _FAMILY_OF_MODEL_TYPE)
+    model_types = ", ".join(f"`{k}`" for k in all_model_types())
     aliases = ", ".join(f"`{k}` -> `{v}`" for k, v in _ALIASES.items())
     mean = ", ".join(map(str, OPENAI_CLIP_MEAN))
     std = ", ".join(map(str, OPENAI_CLIP_STD))
@@ -87,8 +88,10 @@ def page() -> str:
 
 Everything a port of the Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 vision tower must reproduce, as qvlearn implements and tests it
 against transformers 5.23. Generated from the code by `python tools/porting_reference.py` (a test fails when this
-page and the code disagree). The stage-by-stage walk-through is the course (`notebooks/`); the tap format and
-`compare` are in the README.
+page and the code disagree). The whole forward to port from is [`qvlearn/spec.py`](../qvlearn/spec.py) (plain NumPy,
+every family); what differs between the families is one entry each in
+[`qvlearn/families.py`](../qvlearn/families.py). The stage-by-stage walk-through is the course (`notebooks/`); the
+tap format and `compare` are in the README.
 
 ## 1. Effective vision config of every preset (defaults applied)
 
@@ -137,7 +140,7 @@ merger output (the LLM width).
 | Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | `qvlearn/norms.py` |
 | Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | `qvlearn/layers.py` |
 | Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | `qvlearn/pos_embed.py` |
-| Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | `qvlearn/merger.py` |
+| Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | `qvlearn/spec.py` (`merger`) |
 | Qwen3-VL LLM M-RoPE | interleaved (`mrope_interleaved`), `mrope_section` [24, 20, 20]: frequency i follows h if i % 3 == 1, w if i % 3 == 2 (below 3 x section), else t | `qvlearn/bridge.py` |
 
 ## 4. Preprocessing
@@ -196,7 +199,7 @@ Qwen3.5 (`qwen3.5-27b`) has the same tensors without `deepstack_merger_list`.
 
 ## 6. Bugs that break ports, and where compare pins them
 
-`qvlearn.tools.bugs` injects each of these into qvlearn itself; `tests/test_bugs.py` proves that `compare` names the
+`qvlearn.tools.bugs` builds each of these as a kernel table of qvlearn's engine (or preprocessing steps); `tests/test_bugs.py` proves that `compare` names the
 stage below (notebook 12 shows their signatures).
 
 {bugs_table()}

@@ -1,6 +1,5 @@
 """Solutions to the exercises 02 · patch embedding (notebooks/02_patch_embed.ipynb)."""
 
-import numpy as np
 
 
 def conv3d_as_matmul(rows, weight):

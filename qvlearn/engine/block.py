@@ -119,13 +119,17 @@ def project_in_place(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
     return Projection(qk[:, 0, ...], qk[:, 1, ...], v, paired=True)
 
 
-def project(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
-    """Block step 1 (norm1 -> qkv -> RoPE): :func:`project_in_place` on NumPy, :func:`project_by_halves` on every
-    other backend (so CuPy runs the path the strict stand-in tests on CPU)."""
+def projection_step(xp):
+    """The projection step for arrays of namespace ``xp``: :func:`project_in_place` on NumPy, :func:`project_by_halves`
+    on every other backend (so CuPy runs the path the strict stand-in tests on CPU)."""
     from array_api_compat import is_numpy_namespace
 
-    step = project_in_place if is_numpy_namespace(array_namespace(x)) else project_by_halves
-    return step(K, x, w, cfg, cos, sin)
+    return project_in_place if is_numpy_namespace(xp) else project_by_halves
+
+
+def project(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
+    """Block step 1 (norm1 -> qkv -> RoPE), by :func:`projection_step`."""
+    return projection_step(array_namespace(x))(K, x, w, cfg, cos, sin)
 
 
 def finish(K, x, mixed, w: dict, cfg: VisionConfig, tap=None):

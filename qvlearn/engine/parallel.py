@@ -16,7 +16,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from array_api_compat import array_namespace, is_numpy_namespace
 
 MIN_ROWS_PER_PART = 64  # below this, threads cost more than they save

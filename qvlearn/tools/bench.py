@@ -125,8 +125,8 @@ def worker(args) -> dict:
     peak memory is the device's: the CuPy memory pool's peak of used bytes, torch's
     ``max_memory_allocated``; on the CPU it is the process's peak resident set."""
     from ..config import preset_config
-    from .course import model_dir
     from ..preprocessing import preprocess
+    from .course import model_dir
 
     path = model_dir(args.preset, **shortened(args.preset, args.depth))
     rng = np.random.default_rng(0)
@@ -211,6 +211,9 @@ class _StepClock:
     def add(self, name, seconds):
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
+    def count_block(self) -> None:
+        self.blocks += 1
+
     def per_block(self, total) -> dict:
         out = {name: 1e3 * s / max(1, self.blocks) for name, s in self.seconds.items()}
         out["outside blocks s"] = total - self.seconds.get("block", 0.0)
@@ -253,7 +256,7 @@ class _TransformersSteps(_StepClock):
                                  ("proj", blk.attn.proj), ("norm2", blk.norm2), ("mlp", blk.mlp)):
                 module.register_forward_pre_hook(lambda m, a, name=name: self.starts.__setitem__(name, time.perf_counter()))
                 module.register_forward_hook(lambda m, a, o, name=name: self.add(name, time.perf_counter() - self.starts[name]))
-            blk.register_forward_pre_hook(lambda m, a: setattr(self, "blocks", self.blocks + 1))
+            blk.register_forward_pre_hook(lambda m, a: self.count_block())
 
     def per_block(self, total) -> dict:
         raw = super().per_block(total)
@@ -309,8 +312,8 @@ def _evict(files) -> None:
 def load_worker(args) -> dict:
     """Time ``load_encoder`` on ``args.preset``'s bf16 checkpoint: cold (the file's pages evicted from
     the page cache first) and warm, for float32 and bf16-resident weights; prints a JSON line."""
-    from .course import model_dir
     from ..encoder import load_encoder
+    from .course import model_dir
 
     path = Path(model_dir(args.preset))
     files = sorted(path.glob("*.safetensors"))

@@ -222,7 +222,7 @@ def cmd_taps(args) -> int:
     pixel_values, grid_thw = _inputs(args, vision.family)
     if args.reference:
         try:
-            from .reference import reference_trace, reference_tower
+            from .reference import reference_tower, reference_trace
         except ImportError as exc:
             raise qvlearn.QvlearnError(f"taps --reference runs transformers' tower and needs torch and transformers "
                                        f"({exc}); install them with pip install 'qvlearn[reference]' (README: Use it "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 MODEL_ENV = "QVLEARN_MODEL"
 FIGURES_ENV = "QVLEARN_WRITE_FIGURES"  # set by `make notebooks` (tools/regenerate_notebooks.py) only
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 
 
 def sample_photo():

@@ -24,9 +24,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
 from ..config import vision_config_from_dict  # noqa: E402
 from ..families import FAMILIES  # noqa: E402
+from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
 
 TRANSFORMERS_VERSION = "5.23.0"
 

@@ -17,7 +17,6 @@ one):
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import re
@@ -27,8 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TapError
-from ..stages import (INNER_STAGES, INTEGER_STAGES, TAP_STAGES, default_stages, is_stage_name,  # noqa: F401
-                      select_stages, stage_names, stage_order)
+from ..stages import (  # noqa: F401
+    INNER_STAGES,
+    INTEGER_STAGES,
+    TAP_STAGES,
+    default_stages,
+    is_stage_name,
+    select_stages,
+    stage_names,
+    stage_order,
+)
 from ..window_index import inverse_permutation, patch_permutation
 
 FORMAT_VERSION = "1"
@@ -52,7 +59,6 @@ def save_taps(path, stages: dict, *, source: str, config: dict | None = None, ba
     from safetensors.numpy import save_file
 
     from .. import __version__
-
     from ..atomic import atomic_file
 
     path = Path(path)
