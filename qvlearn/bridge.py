@@ -83,22 +83,34 @@ def scatter_embeddings(text_embeds, input_ids, image_embeds=None, video_embeds=N
     return out
 
 
+OMNI_RULES = ("omni", "omni_float")
+"""The Omni models' rule (their thinker's ``get_rope_index``, images and videos without audio): a vision run
+starts at ``max(positions so far) + 1`` and so does the text after it; a video's frame pair ``i`` sits at
+``i * second_per_grid * position_id_per_seconds`` (25), computed in float32 -- truncated to an integer by
+Qwen2.5-Omni (``omni``), kept as a float by Qwen3-Omni (``omni_float``: its position ids are float32)."""
+
+
 def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None, *,
                    attention_mask=None, spatial_merge_size: int = 2, tokens_per_second: float = 2,
-                   family: str = "qwen2_5_vl", text_after_vision: str = "spatial",
-                   image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID):
+                   family: str = "qwen2_5_vl", text_after_vision: str | None = None,
+                   image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, position_id_per_seconds: float = 25):
     """3-D M-RoPE position ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` for already-expanded ``input_ids``.
 
     ``family``: any family of :mod:`qvlearn.families`, which names its rule (``rope_index``): ``qwen2_vl`` (no
     temporal interval), ``qwen2_5_vl`` (videos step by ``second_per_grid_t * tokens_per_second``), or ``qwen3_vl``
-    (Qwen3-VL, Qwen3.5: each video frame pair is its own run, between timestamp texts; no interval). The token ids
-    are Qwen2's unless given (Qwen3.5's are its family's ``token_ids``). ``text_after_vision``:
-    ``"spatial"`` (transformers 5.x) or ``"max+1"`` (transformers <= 4.57, vLLM). Padding positions
-    (``attention_mask == 0``) get 0, as in transformers.
+    (Qwen3-VL, Qwen3.5, Qwen4-Exp: each video frame pair is its own run, between timestamp texts; no interval), or
+    the Omni models' rules (:data:`OMNI_RULES`: ``position_id_per_seconds`` per second of video, ``max+1`` after
+    each run; Qwen3-Omni's positions are float32). The token ids are Qwen2's unless given (Qwen3.5's are its
+    family's ``token_ids``). ``text_after_vision``: ``"spatial"`` (transformers 5.x, the default), ``"max+1"``
+    (transformers <= 4.57, vLLM, and the Omni models' own rule, their default). Padding positions
+    (``attention_mask == 0``) get 0, as in transformers (1 for Qwen2.5-Omni, whose thinker fills with ones).
     """
     if family not in FAMILIES:
         raise InputError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
     rule = FAMILIES[family].rope_index
+    omni = rule in OMNI_RULES
+    if text_after_vision is None:
+        text_after_vision = "max+1" if omni else "spatial"
     if rule == "qwen3_vl" and video_grid_thw is not None:  # one (1, h, w) grid per frame pair
         videos = as_grid_thw(video_grid_thw, spatial_merge_size)
         video_grid_thw = np.repeat(videos, videos[:, 0], axis=0)
@@ -114,7 +126,8 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
     # temporal_positions for why the dtype changes positions
     seconds = iter(np.asarray(second_per_grid_ts, dtype=np.float32).reshape(-1)
                    if second_per_grid_ts is not None else [])
-    positions = np.zeros((3, *ids.shape), dtype=np.int64)
+    positions = np.full((3, *ids.shape), 1 if rule == "omni" else 0,
+                        dtype=np.float32 if rule == "omni_float" else np.int64)
     deltas = []
     for b in range(ids.shape[0]):
         seq = ids[b][mask[b]]
@@ -139,17 +152,21 @@ def get_rope_index(input_ids, image_grid_thw=None, video_grid_thw=None, second_p
                                      f"({t * gh * gw} tokens); expand the pads with expand_vision_pads")
                 if kind == 2 and rule == "qwen2_5_vl":
                     tt = temporal_positions(t, tokens_per_second, next(seconds, np.float32(1.0)))
+                elif omni:  # float32 (arange * seconds) * position_id_per_seconds; images: seconds = 1
+                    sec = next(seconds, np.float32(1.0)) if kind == 2 else np.float32(1.0)
+                    tt = (np.arange(t, dtype=np.float32) * np.float32(sec)) * np.float32(position_id_per_seconds)
+                    tt = tt.astype(np.int64) if rule == "omni" else tt
                 else:
                     tt = np.arange(t, dtype=np.int64)  # images and Qwen2-VL videos: one step per frame pair
                 T, H, W = np.meshgrid(tt, np.arange(gh), np.arange(gw), indexing="ij")
                 part = np.stack([T.reshape(-1), H.reshape(-1), W.reshape(-1)]) + s
-                s = s + max(gh, gw) if text_after_vision == "spatial" else int(max(seen_max, part.max())) + 1
-            seen_max = max(seen_max, int(part.max()))
+                s = s + max(gh, gw) if text_after_vision == "spatial" else max(seen_max, part.max()) + 1
+            seen_max = max(seen_max, part.max())
             parts.append(part)
         llm = np.concatenate(parts, axis=1)
         positions[:, b, mask[b]] = llm
-        deltas.append(int(llm.max()) + 1 - len(seq))
-    return positions, np.asarray(deltas, dtype=np.int64)[:, None]
+        deltas.append(llm.max() + 1 - len(seq))
+    return positions, np.asarray(deltas, dtype=positions.dtype)[:, None]
 
 
 def temporal_positions(t: int, tokens_per_second, second_per_grid_t) -> np.ndarray:

@@ -206,6 +206,11 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: expected a JSON object, got {type(config).__name__}")
     top_type = config.get("model_type")
+    container = next((f.container for f in FAMILY_TABLE.values() if top_type in f.model_types and f.container), None)
+    if container and container in config:  # the Omni models: thinker_config holds vision_config
+        if not isinstance(config[container], dict) or not isinstance(config[container].get("vision_config"), dict):
+            raise ConfigError(f"{source}: {container} must be an object holding a vision_config object")
+        config = dict(config[container], model_type=top_type)
     if "vision_config" in config:
         vision = config["vision_config"]
         if not isinstance(vision, dict):
@@ -217,7 +222,7 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     family = family_of_model_type(type_name)
     if family is None:
         hint = ""
-        if isinstance(type_name, str) and type_name.startswith(("qwen4", "qwen2_5_omni", "qwen3_omni", "glm4v")):
+        if isinstance(type_name, str) and type_name.startswith(("qwen4", "qwen3_omni", "qwen2_vl_", "glm4v")):
             hint = " (a related model whose vision tower qvlearn does not implement)"
         raise ConfigError(
             f"{source}: model_type {type_name!r} is not a {_titles()} model{hint}; "
@@ -308,6 +313,11 @@ _Q3_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=1
                  model_type="qwen3_vl")
 _Q3_LARGE = dict(_Q3_SMALL, depth=27, hidden_size=1152, intermediate_size=4304, deepstack_visual_indexes=[8, 16, 24])
 _Q35 = dict(_Q3_LARGE, deepstack_visual_indexes=[], model_type="qwen3_5")
+_Q35_MEDIUM = dict(_Q3_SMALL, deepstack_visual_indexes=[], model_type="qwen3_5")
+_Q35_SMALL = dict(_Q35_MEDIUM, depth=12, hidden_size=768, intermediate_size=3072, num_heads=12)
+_Q25_OMNI = dict(depth=32, hidden_act="silu", hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3,
+                 patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                 fullatt_block_indexes=[7, 15, 23, 31], model_type="qwen2_5_omni_vision_encoder")
 
 PRESETS: dict[str, dict] = {
     "qwen2-vl-2b": dict(model_type="qwen2_vl", vision_config=dict(_Q2_ORIGINAL, hidden_size=1536)),
@@ -332,8 +342,22 @@ PRESETS: dict[str, dict] = {
     "qwen3-vl-32b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=5120)),
     "qwen3-vl-30b-a3b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=2048)),
     "qwen3-vl-235b-a22b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
+    "qwen3.5-0.8b": dict(model_type="qwen3_5", vision_config=dict(_Q35_SMALL, out_hidden_size=1024)),
+    "qwen3.5-2b": dict(model_type="qwen3_5", vision_config=dict(_Q35_MEDIUM, out_hidden_size=2048)),
+    "qwen3.5-4b": dict(model_type="qwen3_5", vision_config=dict(_Q35_MEDIUM, out_hidden_size=2560)),
+    "qwen3.5-9b": dict(model_type="qwen3_5", vision_config=dict(_Q35, out_hidden_size=4096)),
     "qwen3.5-27b": dict(model_type="qwen3_5", vision_config=dict(_Q35, out_hidden_size=5120)),
     "qwen3.5-35b-a3b": dict(model_type="qwen3_5_moe", vision_config=dict(_Q35, out_hidden_size=2048)),
+    "qwen3.6-27b": dict(model_type="qwen3_5", vision_config=dict(_Q35, out_hidden_size=5120)),
+    "qwen3.6-35b-a3b": dict(model_type="qwen3_5_moe", vision_config=dict(_Q35, out_hidden_size=2048)),
+    "qwen3.8-27b": dict(model_type="qwen3_5", vision_config=dict(_Q35, out_hidden_size=5120)),
+    "qwen3.8-flash-next": dict(model_type="qwen4_exp", vision_config=dict(
+        _Q35, out_hidden_size=2560, model_type="qwen4_exp_vision")),
+    # The Omni models: config.json holds the tower under thinker_config.vision_config (preset_config_dict nests it)
+    "qwen2.5-omni-3b": dict(model_type="qwen2_5_omni", vision_config=dict(_Q25_OMNI, out_hidden_size=2048)),
+    "qwen2.5-omni-7b": dict(model_type="qwen2_5_omni", vision_config=dict(_Q25_OMNI, out_hidden_size=3584)),
+    "qwen3-omni-30b-a3b": dict(model_type="qwen3_omni_moe", vision_config=dict(
+        _Q3_LARGE, out_hidden_size=2048, model_type="qwen3_omni_moe_vision_encoder")),
     # Small towers with the real structure (head_dim 16, 2x2 merge, 4x4-merged-token windows).
     "tiny-qwen2-vl": dict(model_type="qwen2_vl", vision_config=dict(
         depth=3, embed_dim=64, mlp_ratio=4, num_heads=4, hidden_size=96, model_type="qwen2_vl")),
@@ -347,6 +371,15 @@ PRESETS: dict[str, dict] = {
     "tiny-qwen3.5": dict(model_type="qwen3_5", vision_config=dict(
         depth=3, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, num_position_embeddings=64,
         model_type="qwen3_5")),
+    "tiny-qwen4-exp": dict(model_type="qwen4_exp", vision_config=dict(
+        depth=3, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, num_position_embeddings=64,
+        model_type="qwen4_exp_vision")),
+    "tiny-qwen2.5-omni": dict(model_type="qwen2_5_omni", vision_config=dict(
+        depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, fullatt_block_indexes=[1, 3],
+        model_type="qwen2_5_omni_vision_encoder")),
+    "tiny-qwen3-omni": dict(model_type="qwen3_omni_moe", vision_config=dict(
+        depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96, num_position_embeddings=64,
+        deepstack_visual_indexes=[1, 2], model_type="qwen3_omni_moe_vision_encoder")),
 }
 
 PRESET_NOTES: dict[str, str] = {
@@ -360,9 +393,32 @@ PRESET_NOTES: dict[str, str] = {
                         "the LLM width 2048 of Qwen3-30B-A3B",
     "qwen3-vl-235b-a22b": "NOT CONFIRMED: the 27-block 1152-wide tower with out_hidden_size = the LLM width 4096 "
                           "of Qwen3-235B-A22B",
+    "qwen3.5-0.8b": "768 wide x 12 blocks, 12 heads, MLP 3072, out 1024: timm PR #2765 (qwen3_vit_88m) and "
+                    "ohdearquant/lattice PR #669 (read from the checkpoint); not confirmed against the config.json",
+    "qwen3.5-2b": "1024 x 24, 16 heads, MLP 4096, out 2048: timm PR #2765 (qwen3_vit_306m); not confirmed against "
+                  "the config.json",
+    "qwen3.5-4b": "1024 x 24, 16 heads, MLP 4096, out 2560: timm PR #2765 (qwen3_vit_306m); not confirmed against "
+                  "the config.json",
+    "qwen3.5-9b": "1152 x 27, MLP 4304, out 4096: timm PR #2765 (qwen3_vit_416m); not confirmed against the "
+                  "config.json",
     "qwen3.5-27b": "vision_config as in the released config.json (reproduced in several public ports)",
     "qwen3.5-35b-a3b": "out_hidden_size 2048 from a public port's table; the rest as Qwen3.5-27B; not confirmed "
                        "against the Hugging Face file",
+    "qwen3.6-27b": "NOT CONFIRMED: Qwen3.6 ships qwen3_5 configs; the 1152 x 27 tower with the 27B LLM width 5120",
+    "qwen3.6-35b-a3b": "NOT CONFIRMED: Qwen3.6 ships qwen3_5_moe configs; the 1152 x 27 tower with the LLM width "
+                       "2048 of the 35B-A3B",
+    "qwen3.8-27b": "1152 x 27, out 5120, qwen3_5 vision config: timm issue #2764 / PR #2765 (qwen3_8_27b); not "
+                   "confirmed against the config.json",
+    "qwen3.8-flash-next": "model_type qwen4_exp (transformers' Qwen4ExpVisionModel); 1152 x 27, out 2560: timm PR "
+                          "#2765 (qwen3_8_flash_next); not confirmed against the config.json",
+    "qwen2.5-omni-3b": "NOT CONFIRMED: the Qwen2.5-VL tower of Qwen2.5-Omni-7B with out_hidden_size = the LLM width "
+                       "2048 of Qwen2.5-3B",
+    "qwen2.5-omni-7b": "the Qwen2.5-VL-7B tower (1280 x 32, MLP 3420, windows 112 px, full blocks 7/15/23/31) with "
+                       "out 3584, as transformers' Qwen2_5OmniVisionEncoderConfig documents for Qwen/Qwen2.5-Omni-7B; "
+                       "not confirmed against the config.json",
+    "qwen3-omni-30b-a3b": "1152 x 27, MLP 4304, DeepStack [8, 16, 24] (transformers' Qwen3OmniMoeVisionEncoderConfig "
+                          "defaults) with out_hidden_size 2048 = the LLM width of the 30B-A3B thinker; not confirmed "
+                          "against the config.json",
 }
 """Where each third-generation preset's values come from; a preset marked NOT CONFIRMED is a best reading."""
 
@@ -389,11 +445,26 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
         raise ConfigError(f"unknown vision_config field(s) {', '.join(hints)}; the fields are "
                           f"{', '.join(sorted(VISION_KEYS))}")
     vision = dict(base["vision_config"], **vision_overrides)
-    tokens = dict(FAMILY_TABLE[family].token_ids)
-    config = dict(architectures=[FAMILY_TABLE[family].architectures[base["model_type"]]], model_type=base["model_type"],
-                  vision_config=vision, **tokens, torch_dtype="bfloat16", qvlearn_preset=preset)
+    kind = FAMILY_TABLE[family]
+    if kind.windows and "depth" in vision_overrides and "fullatt_block_indexes" not in vision_overrides:
+        vision["fullatt_block_indexes"] = _fullatt_for_depth(vision, preset)
+    tokens = dict(kind.token_ids)
+    head = dict(architectures=[kind.architectures[base["model_type"]]], model_type=base["model_type"])
+    if kind.container:  # the Omni models: the thinker's config holds the tower and the token ids
+        inner = dict(model_type=f"{base['model_type']}_thinker", vision_config=vision, **tokens)
+        config = dict(head, **{kind.container: inner}, torch_dtype="bfloat16", qvlearn_preset=preset)
+    else:
+        config = dict(head, vision_config=vision, **tokens, torch_dtype="bfloat16", qvlearn_preset=preset)
     vision_config_from_dict(config, source=f"preset {preset}")  # validate early
     return config
+
+
+def _fullatt_for_depth(vision: dict, preset: str) -> list:
+    """The full-attention blocks of a windowed preset cut to another depth (``depth=4``): the released ones that
+    still exist, and the last block, which is full in every release (7, 15, 23, 31 of 32)."""
+    depth = int(vision["depth"])
+    released = vision.get("fullatt_block_indexes") or HF_VISION_DEFAULTS["qwen2_5_vl"]["fullatt_block_indexes"]
+    return sorted({int(i) for i in released if int(i) < depth} | {depth - 1})
 
 
 def preset_config(preset: str, **vision_overrides) -> VisionConfig:

@@ -30,7 +30,7 @@ from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
 from .patch_embed import conv3d_weight_as_matrix
 from .stages import STAGES, block_of, default_stages, select_stages  # noqa: F401  (STAGES: qvlearn.STAGES)
-from .weights import load_weights
+from .weights import fused_qkv, load_weights
 from .window_index import patch_permutation
 
 Tap = Callable[[str, object], None]
@@ -69,6 +69,7 @@ class VisionEncoder:
                 return self.backend.asarray(np.ascontiguousarray(array).view(np.uint16))
             return self.backend.asarray(array)
 
+        weights = fused_qkv(config, weights)  # Qwen2.5-Omni's separate q, k, v: one fused qkv, as every family
         # Conv3d kernel (D, C, T, P, P) -> matrix (D, C*T*P*P): the only reshape of a checkpoint tensor.
         self.patch_embed_weight = to(conv3d_weight_as_matrix(weights["patch_embed.proj.weight"]))
         kind = config.kind
@@ -76,7 +77,7 @@ class VisionEncoder:
         self.pos_table = to(weights["pos_embed.weight"]) if kind.position_table else None  # [side*side, D]
         self.deepstack_mergers = []
         for j in range(len(config.deepstack_visual_indexes)):
-            prefix = f"deepstack_merger_list.{j}."
+            prefix = f"{kind.deepstack_name}.{j}."
             self.deepstack_mergers.append({k[len(prefix):]: to(v) for k, v in weights.items() if k.startswith(prefix)})
         self.blocks = []
         for i in range(config.depth):
@@ -212,7 +213,7 @@ class VisionEncoder:
             rows = to(patch_permutation(w_index, m))
             h = xp.take(h, rows, axis=0)
             cos, sin = K.window_order(cos, sin, rows)
-        deepstack_at = {b: j for j, b in enumerate(cfg.deepstack_visual_indexes)}
+        deepstack_at = K.deepstack_taps(cfg)  # {block: DeepStack merger}
         features = []
         for i, w in enumerate(self.blocks):
             inner = (lambda name, value, i=i: emit(f"blocks.{i}.{name}", value)) if i in block_taps else None

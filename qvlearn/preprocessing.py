@@ -430,10 +430,12 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     ``images``: one image or a list (PIL images, file paths, HxWx3 uint8 arrays).
     ``videos``: a list of videos, each a list of frames or a ``[T, H, W, 3]`` uint8 array.
     Rows and grid entries come images first, then videos, each in the order given.
-    ``family`` (``"qwen2_vl"``, ``"qwen2_5_vl"`` (default), ``"qwen3_vl"``, ``"qwen3_5"``, or a loaded encoder's
+    ``family`` (any of :data:`qvlearn.families.FAMILIES`, ``"qwen2_5_vl"`` by default, or a loaded encoder's
     ``encoder.family``) picks the released preprocessor values of :data:`FAMILY_PREPROCESSING`: 14-px patches,
-    CLIP mean/std and 3136 .. 12845056 pixels for Qwen2/2.5-VL; 16-px patches, mean = std = 0.5 and
-    65536 .. 16777216 pixels for Qwen3-VL / Qwen3.5. Explicit arguments override them. Qwen3-VL / Qwen3.5 videos
+    CLIP mean/std and 3136 .. 12845056 pixels for Qwen2/2.5-VL and Qwen2.5-Omni; 16-px patches, mean = std = 0.5
+    and 65536 .. 16777216 pixels for Qwen3-VL / Qwen3.5 / Qwen4-Exp; 16-px patches with Qwen2's CLIP mean/std and
+    pixel limits for Qwen3-Omni (its processor is Qwen2VLImageProcessor, videos frame by frame as Qwen2-VL's).
+    Explicit arguments override them. Qwen3-VL / Qwen3.5 / Qwen4-Exp videos
     (frames already sampled, e.g. by :func:`qwen3_frame_indices`) follow Qwen3VLVideoProcessor instead: one budget
     over frames x height x width, ``video_min_pixels`` .. ``video_max_pixels`` (default: its class defaults
     131072 .. 786432; released checkpoints ship their own values in ``video_preprocessor_config.json``).

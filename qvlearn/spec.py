@@ -109,8 +109,12 @@ def learned_positions(table, grid_thw, config):
 def attention(x, w, cos, sin, segments, config):
     """Multi-head self-attention inside each segment ``[a, b)`` of rows (a frame pair, or a window)."""
     n, heads, d = len(x), config.num_heads, config.head_dim
-    qkv = linear(x, w, "attn.qkv").reshape(n, 3, heads, d)           # [N, 3D] -> [N, 3, H, d]: q, k, v head-major
-    q, k, v = rotate(qkv[:, 0], cos, sin), rotate(qkv[:, 1], cos, sin), qkv[:, 2]   # [N, H, d] each
+    if "attn.qkv.weight" in w:                                        # one fused projection (every family but ...
+        qkv = linear(x, w, "attn.qkv").reshape(n, 3, heads, d)       # [N, 3D] -> [N, 3, H, d]: q, k, v head-major
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]                     # [N, H, d] each
+    else:                                                             # ... Qwen2.5-Omni: three linears, same values)
+        q, k, v = (linear(x, w, f"attn.{name}").reshape(n, heads, d) for name in ("q", "k", "v"))
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)                   # RoPE on q and k only
     out = np.empty_like(v)                                            # [N, H, d]
     for a, b in zip(segments[:-1], segments[1:]):
         qs, ks, vs = (t[a:b].transpose(1, 0, 2) for t in (q, k, v))   # [H, s, d]
@@ -139,15 +143,14 @@ def merger(x, w, prefix, config, norm_after_merge=False):
     """Every 4 consecutive rows (one 2x2 merge block) become one LLM token: norm, concat to [N/4, 4D], Linear,
     exact GELU, Linear. The main merger normalises each patch over D first; DeepStack's mergers normalise the
     concatenated 4D vector after the merge (``norm_after_merge``)."""
-    name = "norm" if f"{prefix}norm.weight" in w else "ln_q"
+    name, fc1, fc2 = config.kind.merger_names                         # (ln_q, mlp.0, mlp.2) or (norm, linear_fc1, ..)
     mw = {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
     unit = config.merge_unit
     if not norm_after_merge:
         x = norm(x, mw, name, config)                                 # [N, D]
     x = x.reshape(len(x) // unit, unit * x.shape[1])                  # [N/4, 4D]
     if norm_after_merge:
-        x = layer_norm(x, mw["norm.weight"], mw["norm.bias"], config.eps)   # [N/4, 4D]
-    fc1, fc2 = ("mlp.0", "mlp.2") if "mlp.0.weight" in mw else ("linear_fc1", "linear_fc2")
+        x = layer_norm(x, mw[f"{name}.weight"], mw[f"{name}.bias"], config.eps)   # [N/4, 4D]
     return linear(ACTIVATIONS["gelu"](linear(x, mw, fc1)), mw, fc2)   # [N/4, M] -> [N/4, out]
 
 
@@ -187,7 +190,7 @@ def forward(config: VisionConfig, weights: dict, pixel_values, grid_thw, deepsta
         x = block(x, bw, cos, sin, segments, config)                  # [N, D]
         if i in config.deepstack_visual_indexes:
             j = list(config.deepstack_visual_indexes).index(i)
-            features.append(merger(x, w, f"deepstack_merger_list.{j}.", config, norm_after_merge=True))
+            features.append(merger(x, w, f"{config.kind.deepstack_name}.{j}.", config, norm_after_merge=True))
 
     # 4. The merger, then (Qwen2.5-VL) back from window order to the processor's order.
     out = merger(x, w, "merger.", config)                             # [N/4, out]

@@ -27,11 +27,13 @@ import numpy as np
 from .atomic import atomic_file
 from .config import VisionConfig, preset_config_dict, vision_config_from_dict
 from .errors import CheckpointError
+from .families import FAMILIES
 
 PREFIX = "visual."
-PREFIXES = ("model.visual.", "visual.")
-"""Where a snapshot keeps its vision tower: ``model.visual.*`` (Qwen3-VL / Qwen3.5 releases, transformers 5.x
-saves) or ``visual.*`` (Qwen2-VL / Qwen2.5-VL releases). A snapshot uses one of them."""
+PREFIXES = tuple(dict.fromkeys(["model.visual.", "visual.", *(f.weight_prefix for f in FAMILIES.values())]))
+"""Where a snapshot keeps its vision tower: ``model.visual.*`` (Qwen3-VL / Qwen3.5 / Qwen4-Exp releases),
+``visual.*`` (Qwen2-VL / Qwen2.5-VL releases, and the Omni thinker saved alone) or ``thinker.visual.*`` (the Omni
+models). A snapshot uses one of them."""
 
 
 def checkpoint_prefix(cfg: VisionConfig) -> str:
@@ -60,6 +62,9 @@ WEIGHT_ROLES = {
     "norm2.weight": "pre-MLP norm gain", "norm2.bias": "pre-MLP LayerNorm bias (Qwen2-VL only)",
     "attn.qkv.weight": "fused projection; output rows q (all heads), then k, then v, each head-major",
     "attn.qkv.bias": "its bias, same layout", "attn.proj.weight": "attention output projection",
+    "attn.q.weight": "Qwen2.5-Omni: the query projection alone (D -> D); qkv = concat(q, k, v) by output rows",
+    "attn.q.bias": "its bias", "attn.k.weight": "Qwen2.5-Omni: the key projection (D -> D)", "attn.k.bias": "its bias",
+    "attn.v.weight": "Qwen2.5-Omni: the value projection (D -> D)", "attn.v.bias": "its bias",
     "attn.proj.bias": "its bias",
     "mlp.fc1.weight": "MLP up (D -> 4D), then QuickGELU", "mlp.fc1.bias": "its bias",
     "mlp.fc2.weight": "MLP down (4D -> D)", "mlp.fc2.bias": "its bias",
@@ -85,6 +90,13 @@ WEIGHT_ROLES = {
     "deepstack_merger_list.{j}.linear_fc1.bias": "its bias",
     "deepstack_merger_list.{j}.linear_fc2.weight": "DeepStack merger j: Linear(4D, out_hidden_size)",
     "deepstack_merger_list.{j}.linear_fc2.bias": "its bias",
+    # Qwen3-Omni: the Qwen3-VL tower with Qwen2's merger names
+    "merger_list.{j}.ln_q.weight": "Qwen3-Omni's DeepStack merger j: LayerNorm gain over 4D (after the 2x2 concat)",
+    "merger_list.{j}.ln_q.bias": "its bias",
+    "merger_list.{j}.mlp.0.weight": "Qwen3-Omni's DeepStack merger j: Linear(4D, 4D), then exact GELU",
+    "merger_list.{j}.mlp.0.bias": "its bias",
+    "merger_list.{j}.mlp.2.weight": "Qwen3-Omni's DeepStack merger j: Linear(4D, out_hidden_size)",
+    "merger_list.{j}.mlp.2.bias": "its bias",
 }
 """What each checkpoint tensor does (names without ``visual.`` and, for blocks, without ``blocks.{i}.``)."""
 
@@ -113,19 +125,39 @@ def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:
         b = f"blocks.{i}."
         norm(b + "norm1", D)
         norm(b + "norm2", D)
-        linear(b + "attn.qkv", 3 * D, D)
+        if kind.qkv_names == ("qkv",):
+            linear(b + "attn.qkv", 3 * D, D)
+        else:  # Qwen2.5-Omni: q, k and v as three linears
+            for name in kind.qkv_names:
+                linear(b + f"attn.{name}", D, D)
         linear(b + "attn.proj", D, D)
         *inner, last = kind.mlp_names  # fc1 / gate, up: D -> I; fc2 / down: I -> D
         for name in inner:
             linear(b + f"mlp.{name}", I, D)
         linear(b + f"mlp.{last}", D, I)
     norm_name, fc1, fc2 = kind.merger_names
-    mergers = [("merger.", D)] + [(f"deepstack_merger_list.{j}.", M) for j in range(len(cfg.deepstack_visual_indexes))]
+    mergers = [("merger.", D)] + [(f"{kind.deepstack_name}.{j}.", M) for j in range(len(cfg.deepstack_visual_indexes))]
     for prefix, norm_width in mergers:  # the main merger normalises over D, DeepStack's over 4D
         norm(prefix + norm_name, norm_width)
         linear(prefix + fc1, M, M)
         linear(prefix + fc2, out, M)
     return shapes
+
+
+def fused_qkv(cfg: VisionConfig, weights: dict) -> dict:
+    """The weights with one fused ``blocks.{i}.attn.qkv`` per block, as the engine and :mod:`qvlearn.spec` read
+    them. A family that stores ``attn.q``, ``attn.k``, ``attn.v`` apart (Qwen2.5-Omni) gets them concatenated by
+    output rows -- exactly the fused layer, since ``x @ concat(Wq, Wk, Wv).T = concat(x Wq^T, x Wk^T, x Wv^T)``;
+    every other family's weights are returned as they are."""
+    names = cfg.kind.qkv_names
+    if names == ("qkv",) or "blocks.0.attn.q.weight" not in weights:
+        return weights
+    out = {k: v for k, v in weights.items() if ".attn." not in k or k.split(".attn.")[1].split(".")[0] not in names}
+    for i in range(cfg.depth):
+        for part in ("weight", "bias"):
+            out[f"blocks.{i}.attn.qkv.{part}"] = np.concatenate(
+                [np.asarray(weights[f"blocks.{i}.attn.{n}.{part}"]) for n in names], axis=0)
+    return out
 
 
 def _shard_files(path: Path) -> list[Path]:
@@ -138,7 +170,8 @@ def _shard_files(path: Path) -> list[Path]:
             raise CheckpointError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
         names = sorted({f for k, f in weight_map.items() if k.startswith(PREFIXES)})
         if not names:
-            raise CheckpointError(f"{index} maps no 'visual.*' or 'model.visual.*' tensors: is this a Qwen-VL snapshot?")
+            raise CheckpointError(f"{index} maps no {' or '.join(p + '*' for p in PREFIXES)} tensors: is this a "
+                                  "Qwen-VL snapshot?")
         missing = [n for n in names if not (path / n).exists()]
         if missing:
             raise CheckpointError(f"shards listed in {index.name} are missing from {path}: {missing} "
@@ -206,8 +239,8 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
         except OSError as exc:
             raise CheckpointError(f"cannot read {file}: {exc}") from None
     if len(seen_prefixes) > 1:
-        raise CheckpointError(f"{path} holds vision tensors under both 'visual.' and 'model.visual.'; a snapshot "
-                              "uses one layout. Remove the stray copy (a merge of two checkpoints?)")
+        raise CheckpointError(f"{path} holds vision tensors under {' and '.join(sorted(seen_prefixes))}; a "
+                              "snapshot uses one layout. Remove the stray copy (a merge of two checkpoints?)")
     prefix = next(iter(seen_prefixes), checkpoint_prefix(cfg))
     missing = sorted(set(expected) - set(weights) - {w.split(":")[0][len(prefix):] for w in wrong})
     extra = sorted(extra)
@@ -261,7 +294,8 @@ def checkpoint_bytes(cfg: VisionConfig, dtype: str = "bfloat16") -> int:
 def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np.ndarray], dtype="bfloat16",
                     max_shard_bytes: int | None = None, prefix: str | None = None) -> Path:
     """Write ``config.json`` and the weights as safetensors in ``dtype``, prefixed as the family's releases are
-    (``visual.`` for Qwen2/2.5-VL, ``model.visual.`` for Qwen3-VL / Qwen3.5) unless ``prefix`` is given.
+    (``visual.`` for Qwen2/2.5-VL, ``model.visual.`` for Qwen3-VL / Qwen3.5 / Qwen4-Exp, ``thinker.visual.`` for the
+    Omni models) unless ``prefix`` is given.
 
     With ``max_shard_bytes`` the tensors are split over shards with a ``model.safetensors.index.json``,
     as large Hugging Face snapshots are.
@@ -313,12 +347,16 @@ def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, 
                            **vision_overrides) -> Path:
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
-    ``preset``: one of :data:`qvlearn.config.PRESETS` (``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``, ``qwen3-vl-2b``
-    ... ``qwen3.5-35b-a3b``, and ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3.5``).
-    ``vision_overrides`` change vision_config fields, e.g. ``depth=4`` for a shallow full-width tower.
-    ``dtype``: ``bfloat16`` (as released), ``float16`` or ``float32``. ``prefix``: ``"visual."`` or
-    ``"model.visual."`` (default: as the family's releases). ``progress(n)`` is called as tensors of ``n`` values are made. An unknown override is an error. Returns the
-    directory, which :func:`qvlearn.load_encoder` opens like a download.
+    ``preset``: one of :data:`qvlearn.config.PRESETS`: ``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``; ``qwen3-vl-2b`` ...
+    ``qwen3-vl-235b-a22b``; ``qwen3.5-0.8b`` ... ``qwen3.8-27b``; ``qwen3.8-flash-next`` (Qwen4-Exp);
+    ``qwen2.5-omni-3b``, ``qwen2.5-omni-7b``, ``qwen3-omni-30b-a3b``; and the ``tiny-*`` towers (``tiny-qwen2-vl``,
+    ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3.5``, ``tiny-qwen4-exp``, ``tiny-qwen2.5-omni``,
+    ``tiny-qwen3-omni``). ``vision_overrides`` change vision_config fields, e.g. ``depth=4`` for a shallow
+    full-width tower (a windowed tower cut in depth keeps the released full-attention blocks that still exist and
+    makes its last block full, unless ``fullatt_block_indexes`` is given too).
+    ``dtype``: ``bfloat16`` (as released), ``float16`` or ``float32``. ``prefix``: one of :data:`PREFIXES`
+    (default: as the family's releases). ``progress(n)`` is called as tensors of ``n`` values are made. An unknown
+    override is an error. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
     """
     config = preset_config_dict(preset, **vision_overrides)
     cfg = vision_config_from_dict(config, source=f"preset {preset}")

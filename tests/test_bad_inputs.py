@@ -144,7 +144,7 @@ def test_integer_pixel_values_are_refused_like_bool(checkpoint, dtype):
 def test_other_familys_pixel_values_say_which_family_to_preprocess_for(checkpoint):
     encoder = qvlearn.load_encoder(checkpoint("tiny-qwen3-vl"))
     pv, grid = qvlearn.preprocess(images=[np.zeros((64, 64, 3), np.uint8)], family="qwen2_5_vl")
-    with pytest.raises(InputError, match=r"qwen2_vl / qwen2_5_vl patches.*family=encoder\.family"):
+    with pytest.raises(InputError, match=r"qwen2_vl / qwen2_5_vl / qwen2_5_omni patches.*family=encoder\.family"):
         encoder(pv, grid)
 
 

@@ -96,7 +96,7 @@ def test_missing_config(tmp_path, checkpoint):
         qvlearn.load_encoder(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("model_type, hint", [("llama", "not a Qwen2-VL"), ("qwen4_exp", "does not implement")])
+@pytest.mark.parametrize("model_type, hint", [("llama", "not a Qwen2-VL"), ("glm4v", "does not implement")])
 def test_config_of_another_model(tmp_path, checkpoint, model_type, hint):
     snap = _copy(checkpoint, tmp_path)
     config = json.loads((snap / "config.json").read_text())

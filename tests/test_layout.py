@@ -199,13 +199,22 @@ def test_the_strict_stand_in_runs_the_projection_cupy_runs():
 QWEN4_EXP = dataclasses.replace(
     families.FAMILIES["qwen3_5"], name="qwen4_exp", title="Qwen4-Exp", model_types=("qwen4_exp", "qwen4_exp_vision"),
     vision_model_type="qwen4_exp_vision", architectures={"qwen4_exp": "Qwen4ExpForConditionalGeneration"},
-    reference=("qwen4_exp", "Qwen4ExpConfig", "Qwen4ExpVisionModel"))
-"""Qwen4-Exp's tower (transformers' Qwen4ExpVisionModel, Qwen3.5-MoE's unchanged) as one entry of the table."""
+    reference=("qwen4_exp", "Qwen4ExpVisionConfig", "Qwen4ExpVisionModel"))
+"""Qwen4-Exp's tower (transformers' Qwen4ExpVisionModel, Qwen3.5-MoE's unchanged) as one entry of the table: Qwen3.5's
+with other names."""
+
+
+def test_the_shipped_qwen4_exp_is_that_one_entry():
+    assert families.FAMILIES["qwen4_exp"] == QWEN4_EXP
 
 
 def test_a_new_family_is_one_entry(monkeypatch, tmp_path, mixed_batch_qwen3):
+    """Take Qwen4-Exp out of the table, put the one entry back: it loads, traces and matches transformers."""
     from qvlearn.tools.reference import reference_tower, reference_trace
 
+    monkeypatch.delitem(families.FAMILIES, "qwen4_exp")
+    with pytest.raises(qvlearn.ConfigError, match="not a"):
+        qvlearn.config.vision_config_from_dict(dict(model_type="qwen4_exp", vision_config={}))
     monkeypatch.setitem(families.FAMILIES, "qwen4_exp", QWEN4_EXP)
     tiny = qvlearn.config.PRESETS["tiny-qwen3.5"]
     config_json = dict(model_type="qwen4_exp", architectures=["Qwen4ExpForConditionalGeneration"],

@@ -55,6 +55,12 @@ def window_order(cos, sin, rows):
     return xp.take(cos, rows, axis=0), xp.take(sin, rows, axis=0)
 
 
+def deepstack_taps(config) -> dict:
+    """Which block outputs feed which DeepStack merger: block ``deepstack_visual_indexes[j]`` -> merger ``j``
+    (Qwen3-VL's 8, 16, 24 -> 0, 1, 2; empty for the families without DeepStack)."""
+    return {int(b): j for j, b in enumerate(config.deepstack_visual_indexes)}
+
+
 @dataclass(frozen=True)
 class Kernels:
     """The steps of the forward. Each entry's docstring is the contract a replacement keeps."""
@@ -67,6 +73,7 @@ class Kernels:
     window_inverse: Callable = inverse_permutation         # (window_index) -> its inverse (argsort)
     full_attention: Callable = is_full_attention_block     # (config, i) -> bool
     position_interpolation: Callable = interpolation_indices_and_weights  # (grid_thw, side, merge) -> (idx, wts)
+    deepstack_taps: Callable = deepstack_taps              # (config) -> {block index: DeepStack merger j}
     # -- arrays
     patch_embed: Callable = patch_embed                    # (pixel_values [N, C*T*P*P], weight [C*T*P*P, D]) -> [N, D]
     position_embed: Callable = interpolated_pos_embed      # (table [side^2, D], idx [4, N], wts [4, N]) -> [N, D]
@@ -103,4 +110,4 @@ class Kernels:
 KERNELS = Kernels()
 """The engine's kernel table."""
 
-__all__ = ["KERNELS", "Kernels", "is_full_attention_block", "split_qkv", "window_order"]
+__all__ = ["KERNELS", "Kernels", "deepstack_taps", "is_full_attention_block", "split_qkv", "window_order"]

@@ -33,6 +33,9 @@ CASES = [  # (preset, resized height, resized width): multiples of 28 (32 for Qw
     ("qwen2.5-vl-7b", 448, 448), ("qwen2.5-vl-7b", 588, 784), ("qwen2.5-vl-7b", 1344, 1344),
     ("qwen2-vl-2b", 448, 448), ("qwen2-vl-2b", 588, 784), ("qwen2-vl-2b", 1344, 1344),
     ("qwen3-vl-8b", 512, 512), ("qwen3-vl-8b", 768, 768), ("qwen3-vl-8b", 1536, 1536),
+    # the rest of the lineage, at 2352 / 2304 patches: Qwen3.5's small tower (768 wide, 12 heads of 64), and
+    # Qwen2.5-Omni's (transformers runs its separate q, k, v; qvlearn one fused qkv)
+    ("qwen3.5-0.8b", 768, 768), ("qwen2.5-omni-7b", 588, 784),
 ]
 TINY_CASES = [("tiny-qwen2.5-vl", 112, 112), ("tiny-qwen2-vl", 112, 168), ("tiny-qwen3-vl", 128, 192)]
 BIG_CASES = [  # 16384 patches, timed and measured for memory on towers cut to their first blocks (preset, h, w, depth):
@@ -80,9 +83,9 @@ def shortened(preset: str, depth: int) -> dict:
     naming blocks (full-attention blocks, DeepStack taps) keep the blocks that remain."""
     if not depth:
         return {}
-    from ..config import preset_config_dict
+    from ..config import PRESETS
 
-    vision = preset_config_dict(preset).get("vision_config", {})
+    vision = PRESETS[preset]["vision_config"]
     overrides = {"depth": depth}
     for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
         if key in vision:

@@ -29,32 +29,35 @@ from ..families import FAMILIES  # noqa: E402
 from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
 
 TRANSFORMERS_VERSION = "5.23.0"
+VISION_START = FAMILIES["qwen2_vl"].token_ids["vision_start_token_id"]
 
 
 def _hf_classes(family: str):
-    """(top-level config class, vision model class) of transformers for a family: its table entry's ``reference``."""
+    """(vision config class, vision model class) of transformers for a family: its table entry's ``reference``."""
     import importlib
 
-    import transformers
-
     module, config_class, model_class = FAMILIES[family].reference
+    configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
     modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
-    return getattr(transformers, config_class), getattr(modeling, model_class)
+    return getattr(configuration, config_class), getattr(modeling, model_class)
 
 
 def hf_vision_config(config: dict, family: str):
-    """A transformers vision config object from a parsed config.json (full VLM config or vision-only).
+    """A transformers vision config object from a parsed config.json (full VLM config, an Omni model's config with
+    its ``thinker_config``, or vision-only).
 
     The MoE variants (``qwen3_vl_moe``, ``qwen3_5_moe``) have their dense sibling's vision tower; the dense
     classes build it. A released vision_config may carry a field its family's class does not have (Qwen3.5's
     ``deepstack_visual_indexes: []``): it is dropped."""
-    top, _ = _hf_classes(family)
+    cls, _ = _hf_classes(family)
     kind = FAMILIES[family]
+    if kind.container and kind.container in config:
+        config = config[kind.container]
     vision = dict(config.get("vision_config", config))
-    vision["model_type"] = kind.vision_model_type
+    vision.pop("model_type", None)
     if not kind.deepstack:
         vision.pop("deepstack_visual_indexes", None)
-    return top(model_type=family, vision_config=vision).vision_config
+    return cls(**vision)
 
 
 def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float32):
@@ -66,12 +69,13 @@ def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float3
     family = vision_config_from_dict(config).family
     vc = hf_vision_config(config, family)
     _, cls = _hf_classes(family)
+    from ..weights import PREFIXES
     model = cls._from_config(vc, attn_implementation=attn_implementation, dtype=dtype)
     state = {}
     files = sorted(path.glob("*.safetensors"))
     for file in files:
         for key, value in load_file(file).items():
-            for prefix in ("model.visual.", "visual."):
+            for prefix in PREFIXES:
                 if key.startswith(prefix):
                     state[key[len(prefix):]] = value
                     break
@@ -137,11 +141,10 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
     for i, blk in enumerate(model.blocks):
         hooks.append(blk.register_forward_hook(save(f"blocks.{i}")))
     if third:
-        hooks.append(model.merger.norm.register_forward_hook(save("merger.norm")))
         for j, merger in enumerate(getattr(model, "deepstack_merger_list", [])):
             hooks.append(merger.register_forward_hook(save(f"deepstack.{j}")))
-    else:
-        hooks.append(model.merger.ln_q.register_forward_hook(save("merger.ln_q")))
+    norm_name = "norm" if hasattr(model.merger, "norm") else "ln_q"  # Qwen3-VL / Qwen3.5 / Qwen4-Exp; Qwen2 / Omni
+    hooks.append(getattr(model.merger, norm_name).register_forward_hook(save(f"merger.{norm_name}")))
     hooks.append(model.merger.register_forward_hook(save("merger")))
 
     wanted = None
@@ -214,19 +217,22 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
 
 
 def _config_dict(model) -> dict:
-    """The tower's config as the dict qvlearn's config reader takes (vision-only form)."""
-    model_type = model.config.model_type  # "qwen2_vl", "qwen2_5_vl", "qwen3_vl_vision", "qwen3_5_vision", ...
-    family = model_type[: -len("_vision")] if model_type.endswith("_vision") else model_type
-    if family == "qwen2_vl" and hasattr(model.config, "fullatt_block_indexes"):
-        family = "qwen2_5_vl"
-    return {"model_type": family, "vision_config": model.config.to_dict()}
+    """The tower's config as the dict qvlearn's config reader takes (vision-only form): the family is the one whose
+    entry names this vision model class."""
+    name = type(model).__name__
+    family = next((f for f in FAMILIES.values() if f.reference and f.reference[2] == name), None)
+    if family is None:
+        raise ValueError(f"{name} is not the vision tower of any family in qvlearn.families")
+    return {"model_type": family.model_types[0], "vision_config": model.config.to_dict()}
 
 
-def reference_preprocess(images, min_pixels: int = 3136, max_pixels: int = 12845056):
-    """``(pixel_values, image_grid_thw)`` from transformers' ``Qwen2VLImageProcessorPil``."""
+def reference_preprocess(images, min_pixels: int = 3136, max_pixels: int = 12845056, **processor_config):
+    """``(pixel_values, image_grid_thw)`` from transformers' ``Qwen2VLImageProcessorPil``; ``processor_config``:
+    more of a ``preprocessor_config.json``'s keys (``patch_size=16`` for Qwen3-Omni, ``image_mean``, ...)."""
     from transformers import Qwen2VLImageProcessorPil
 
-    processor = Qwen2VLImageProcessorPil(size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
+    processor = Qwen2VLImageProcessorPil(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+                                         **processor_config)
     out = processor(images=images, return_tensors="np")
     return np.asarray(out["pixel_values"]), np.asarray(out["image_grid_thw"])
 
@@ -327,8 +333,9 @@ def reference_sample_frames(total_num_frames: int, video_fps: float, fps: float 
     return np.asarray(sample(stand_in, metadata, fps=fps))
 
 
-def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056):
-    """``(pixel_values_videos, video_grid_thw)`` for one video given as a list of frames.
+def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056, patch_size: int = 14):
+    """``(pixel_values_videos, video_grid_thw)`` for one video given as a list of frames, by Qwen2VLVideoProcessor's
+    rules (Qwen2-VL, Qwen2.5-VL, both Omni models; ``patch_size=16`` for Qwen3-Omni).
 
     Each frame goes through the resize/rescale/normalise methods of ``Qwen2VLImageProcessorPil`` (PIL
     bicubic: the torchvision video processor cannot be imported here), then the frames are padded and
@@ -344,11 +351,11 @@ def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056):
     for frame in frames:
         image = processor.process_image(frame if isinstance(frame, Image.Image) else Image.fromarray(frame),
                                         do_convert_rgb=True)
-        image = processor.resize(image, size=size, resample=PILImageResampling.BICUBIC, factor=28)
+        image = processor.resize(image, size=size, resample=PILImageResampling.BICUBIC, factor=2 * patch_size)
         image = processor.normalize(processor.rescale(image, 1 / 255), processor.image_mean, processor.image_std)
         processed.append(image)
     videos = torch.from_numpy(np.stack(processed)[None])  # [1, T, C, H, W]
-    patches, t, h, w = _transformers_video_patchify()(None, videos, patch_size=14, merge_size=2,
+    patches, t, h, w = _transformers_video_patchify()(None, videos, patch_size=patch_size, merge_size=2,
                                                       temporal_patch_size=2)
     return patches[0].numpy(), np.array([[t, h, w]], dtype=np.int64)
 
@@ -359,6 +366,18 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
     import functools
     import types
 
+    if FAMILIES[family].container:  # the Omni thinkers: their own get_rope_index (audio-aware; here without audio)
+        import importlib
+
+        module = FAMILIES[family].reference[0]
+        modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+        configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
+        thinker = next(getattr(configuration, n) for n in dir(configuration) if n.endswith("ThinkerConfig"))
+        model = next(getattr(modeling, n) for n in dir(modeling) if n.endswith("PreTrainedModelForConditionalGeneration"))
+        config = thinker(vision_start_token_id=VISION_START, vision_config={"spatial_merge_size": spatial_merge_size})
+        stand_in = types.SimpleNamespace(config=config, spatial_merge_size=spatial_merge_size)
+        stand_in.get_llm_pos_ids_for_vision = functools.partial(model.get_llm_pos_ids_for_vision, stand_in)
+        return functools.partial(model.get_rope_index, stand_in)
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig as Config
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel as Model
