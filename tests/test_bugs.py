@@ -13,7 +13,14 @@ from qvlearn.tools.taps import compare_taps
 
 @pytest.fixture(scope="module")
 def snapshots(checkpoint):
-    return {"qwen2_vl": checkpoint("tiny-qwen2-vl"), "qwen2_5_vl": checkpoint("tiny-qwen2.5-vl")}
+    return {"qwen2_vl": checkpoint("tiny-qwen2-vl"), "qwen2_5_vl": checkpoint("tiny-qwen2.5-vl"),
+            "qwen3_vl": checkpoint("tiny-qwen3-vl"), "qwen3_5": checkpoint("tiny-qwen3.5")}
+
+
+def test_the_third_generation_has_its_own_bugs():
+    third = [b for b in bugs.BUGS.values() if b.family in ("qwen3_vl", "qwen3_5")]
+    assert len(third) >= 8, [b.name for b in third]
+    assert {b.stage for b in third} >= {"pos_embeds", "deepstack.0", "blocks.0.attn.q", "blocks.0.norm1"}
 
 
 def test_the_zoo_is_large_and_cited():

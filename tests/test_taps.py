@@ -72,7 +72,7 @@ def test_compare_names_the_first_divergent_stage(tmp_path, checkpoint, image):
     save_file(port, str(mine), metadata={"qvlearn_taps_format": "1"})
     proc = subprocess.run(PY + ["compare", str(mine), str(golden)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "first stage beyond tolerance (rel <= 1e-05, scale error <= 1e-06): blocks.2" in proc.stdout
+    assert "first stage beyond tolerance: blocks.2 (limits: rel <= 1e-05 and scale error <= 1e-06)" in proc.stdout
     table = proc.stdout.split("first stage")[0].splitlines()[1:]
     lines = {line.split()[0]: line for line in table}
     assert set(lines) == set(port)
@@ -93,8 +93,10 @@ def test_tap_file_errors(tmp_path, checkpoint, image):
     proc = subprocess.run(PY + ["compare", str(other), str(golden)], capture_output=True, text=True)
     assert proc.returncode == 2 and "error: " in proc.stderr and "format 1" in proc.stderr
     a, _ = load_taps(golden)
-    with pytest.raises(TapError, match="stage 'window_index' is missing from the first tap file"):
+    with pytest.raises(TapError, match=r"--stage 'window_index' matches no stage of either tap file\. \(The first"):
         compare_taps(a, a, stages=["window_index"])
+    with pytest.raises(TapError, match="stage 'cos' .* is missing from the first tap file"):
+        compare_taps({k: v for k, v in a.items() if k != "cos"}, a, stages=["c*"])
     b = dict(a, patch_embeds=a["patch_embeds"][:-4])
     rows = compare_taps(b, a)
     bad = [r for r in rows if not r.ok]

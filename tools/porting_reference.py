@@ -1,7 +1,7 @@
-"""Write docs/porting.md, the porter's reference page, from qvlearn's own code.
+"""Write docs/porting.md, the porter's reference page, from qvlearn's own code (and the README's tap table).
 
-    python tools/porting_reference.py            rewrite docs/porting.md
-    python tools/porting_reference.py --check    exit 1 if docs/porting.md differs from what the code says
+    python tools/porting_reference.py            rewrite docs/porting.md and the README's tap table
+    python tools/porting_reference.py --check    exit 1 if either differs from what the code says
 
 The tables (presets with defaults applied, class defaults, weights) are generated from qvlearn.config and
 qvlearn.weights, so the page cannot drift from the engine; tests/test_docs.py runs --check.
@@ -19,10 +19,39 @@ from qvlearn import PRESETS, preset_config  # noqa: E402
 from qvlearn.config import _ALIASES, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
 from qvlearn.families import model_types as all_model_types  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+from qvlearn.families import FAMILIES  # noqa: E402
 from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
-from qvlearn.weights import WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
+from qvlearn.tools.taps import EXIT_BEYOND, EXIT_INPUTS, TAP_TABLE  # noqa: E402
+from qvlearn.weights import PREFIXES, WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
 
 TARGET = ROOT / "docs" / "porting.md"
+README = ROOT / "README.md"
+TAP_MARKERS = ("<!-- tap-table -->", "<!-- /tap-table -->")
+
+
+def tap_table() -> str:
+    lines = ["| name | shape | dtype | families | what it holds |", "|---|---|---|---|---|"]
+    for name, shape, dtype, families, what in TAP_TABLE:
+        lines.append(f"| `{name}` | `{shape}` | {dtype} | {families} | {what} |")
+    return "\n".join(lines)
+
+
+def families_table() -> str:
+    lines = ["| family | model types | keys | norm, MLP | q, k, v | merger names | windows | positions | DeepStack "
+             "| LLM positions |", "|" + "---|" * 10]
+    for f in FAMILIES.values():
+        lines.append(f"| {f.title} (`{f.name}`) | {', '.join(f'`{t}`' for t in f.model_types)} | `{f.weight_prefix}*`"
+                     f"{' (`' + f.container + '.vision_config`)' if f.container else ''} | {f.norm}, {f.mlp} | "
+                     f"{'fused `qkv`' if f.qkv_names == ('qkv',) else ', '.join(f'`{n}`' for n in f.qkv_names)} | "
+                     f"{', '.join(f'`{n}`' for n in f.merger_names)} | {'yes' if f.windows else '-'} | "
+                     f"{'learned table' if f.position_table else '-'} | "
+                     f"{'`' + f.deepstack_name + '.{j}`' if f.deepstack else '-'} | `{f.rope_index}` |")
+    return "\n".join(lines)
+
+
+def readme_with_tap_table(text: str) -> str:
+    start, end = text.index(TAP_MARKERS[0]) + len(TAP_MARKERS[0]), text.index(TAP_MARKERS[1])
+    return text[:start] + "\n" + tap_table() + "\n" + text[end:]
 
 
 def presets_table() -> str:
@@ -57,7 +86,7 @@ def weights_table(preset: str) -> str:
     for name, shape in shapes.items():
         if name.startswith("blocks.") and not name.startswith("blocks.0."):
             continue
-        if name.startswith("deepstack_merger_list.") and not name.startswith("deepstack_merger_list.0."):
+        if name.startswith(cfg.kind.deepstack_name + ".") and not name.startswith(cfg.kind.deepstack_name + ".0."):
             continue
         short = name.split(".", 2)[2] if name.startswith("blocks.") else name.replace("_list.0.", "_list.{j}.")
         shown = name.replace("blocks.0.", "blocks.{i}.").replace("_list.0.", "_list.{j}.")
@@ -71,8 +100,8 @@ def bugs_table() -> str:
     lines = ["| bug | first stage compare names | reported |", "|---|---|---|"]
     for bug in BUGS.values():
         lines.append(f"| `{bug.name}`: {bug.title} | `{bug.stage}` | {bug.reported} |")
-    lines += ["", "Two more live after the encoder, in the bridge to the LLM, where no tap sees them; "
-              "`qvlearn.bridge` implements both conventions and notebook 10 shows them:", "",
+    lines += ["", f"{len(BRIDGE_BUGS)} more live after the encoder, in the bridge to the LLM, where no tap sees "
+              "them; `qvlearn.bridge` implements the right rules and notebooks 10 and 13 show them:", "",
               "| bug | where qvlearn covers it | reported |", "|---|---|---|"]
     for name, (title, reported, where) in BRIDGE_BUGS.items():
         lines.append(f"| `{name}`: {title} | {where} | {reported} |")
@@ -86,12 +115,16 @@ def page() -> str:
     std = ", ".join(map(str, OPENAI_CLIP_STD))
     return f"""# Porter's reference
 
-Everything a port of the Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 vision tower must reproduce, as qvlearn implements and tests it
-against transformers 5.23. Generated from the code by `python tools/porting_reference.py` (a test fails when this
+Everything a port of the Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 / Qwen4-Exp / Omni vision towers must reproduce, as
+qvlearn implements and tests it against transformers 5.23. Generated from the code by `python tools/porting_reference.py` (a test fails when this
 page and the code disagree). The whole forward to port from is [`qvlearn/spec.py`](../qvlearn/spec.py) (plain NumPy,
 every family); what differs between the families is one entry each in
 [`qvlearn/families.py`](../qvlearn/families.py). The stage-by-stage walk-through is the course (`notebooks/`); the
-tap format and `compare` are in the README.
+tap format and `compare` are in section 7 and the README.
+
+The families, as [`qvlearn/families.py`](../qvlearn/families.py) describes them:
+
+{families_table()}
 
 ## 1. Effective vision config of every preset (defaults applied)
 
@@ -113,7 +146,14 @@ merger output (the LLM width).
   `intermediate_size`, `num_heads`, `out_hidden_size`, `hidden_act` (`gelu_pytorch_tanh`), `patch_size` (16),
   `num_position_embeddings` (a square: 2304 = 48 x 48), and for Qwen3-VL `deepstack_visual_indexes`. Qwen3.5's
   released `vision_config` says `"model_type": "qwen3_5"` and carries `deepstack_visual_indexes: []`, which its
-  class drops. `qwen4_exp` has its own vision model and is refused by name.
+  class drops. Qwen3.6 and Qwen3.8 ship the same `qwen3_5` / `qwen3_5_moe` configs. `qwen4_exp` (Qwen3.8-Flash-Next,
+  vision config `qwen4_exp_vision`) is Qwen3.5-MoE's tower under another name: the same keys.
+* The Omni models (`qwen2_5_omni`, `qwen3_omni_moe`): the tower's config is `thinker_config.vision_config`
+  (`vision_config` at the top for a thinker saved alone, `model_type` `*_thinker`), with the keys of Qwen2.5-VL
+  (Qwen2.5-Omni: `hidden_size` is the ViT width, `window_size`, `fullatt_block_indexes`) and of Qwen3-VL
+  (Qwen3-Omni: `num_position_embeddings`, `deepstack_visual_indexes`, default 8, 16, 24). Their token ids sit in
+  `thinker_config` (`image_token_index` / `image_token_id`, ...), and `position_id_per_seconds` (25) drives the
+  temporal positions of videos in the LLM.
 * Aliases (transformers' `attribute_map`): {aliases}.
 * Rotary: `rope_parameters.rope_theta` (5.x) or `rope_theta`, default 10000; `rope_type` must be `axial`
   (or `default`).
@@ -175,12 +215,18 @@ merger output (the LLM width).
   Their **videos** follow `Qwen3VLVideoProcessor`: one pixel budget over frames x H x W (class defaults
   131072 .. 786432; the rounding of `qvlearn.preprocessing.qwen3_video_size`), frames sampled by
   `int(total / video_fps * 2)` clamped to [4, min(768, total)] at `linspace(0, total - 1, n)` rounded, and a
-  `<t.t seconds>` timestamp per frame pair (the mean of its two frames' times).
+  `<t.t seconds>` timestamp per frame pair (the mean of its two frames' times). Qwen4-Exp: the same processors.
+* **Qwen2.5-Omni**: Qwen2.5-VL's preprocessing (Qwen2VLImageProcessor and Qwen2VLVideoProcessor, 14-px patches).
+* **Qwen3-Omni**: `Qwen2VLImageProcessor` with `patch_size` 16 (factor 32) and Qwen2's limits 3136 .. 12845056;
+  its `preprocessor_config.json` sets no `image_mean` / `image_std`, so the class defaults hold: **CLIP's**, not
+  Qwen3-VL's 0.5. Its videos go through `Qwen2VLVideoProcessor` (frame by frame, each frame's own smart_resize),
+  with `video_second_per_grid = 2 / fps`.
 
 ## 5. Weights: names, shapes, roles
 
-Checkpoint names carry the prefix `visual.` (Qwen2/2.5-VL releases) or `model.visual.` (Qwen3-VL / Qwen3.5
-releases, transformers 5.x saves); the loader reads either, and shards listed in `model.safetensors.index.json`.
+Checkpoint names carry the prefix `visual.` (Qwen2/2.5-VL releases, an Omni thinker saved alone), `model.visual.`
+(Qwen3-VL / Qwen3.5 / Qwen4-Exp releases) or `thinker.visual.` (the Omni models); the loader reads any of
+{", ".join(f"`{p}`" for p in PREFIXES)} (one per snapshot), and shards listed in `model.safetensors.index.json`.
 A `Linear` stores its weight as `[out, in]`: `y = x @ W.T + b`.
 
 ### Qwen2-VL (`qwen2-vl-2b`)
@@ -195,7 +241,19 @@ A `Linear` stores its weight as `[out, in]`: `y = x @ W.T + b`.
 
 {weights_table("qwen3-vl-8b")}
 
-Qwen3.5 (`qwen3.5-27b`) has the same tensors without `deepstack_merger_list`.
+Qwen3.5 (`qwen3.5-27b`) and Qwen4-Exp (`qwen3.8-flash-next`) have the same tensors without
+`deepstack_merger_list`.
+
+### Qwen2.5-Omni (`qwen2.5-omni-7b`): Qwen2.5-VL's tower with q, k, v apart
+
+{weights_table("qwen2.5-omni-7b")}
+
+`qvlearn.weights.fused_qkv` concatenates `attn.q`, `attn.k`, `attn.v` by output rows into Qwen2.5-VL's `attn.qkv`
+(the same layer: `x @ concat(Wq, Wk, Wv).T`); the spec reads them apart.
+
+### Qwen3-Omni (`qwen3-omni-30b-a3b`): Qwen3-VL's tower with Qwen2's merger names
+
+{weights_table("qwen3-omni-30b-a3b")}
 
 ## 6. Bugs that break ports, and where compare pins them
 
@@ -203,18 +261,30 @@ Qwen3.5 (`qwen3.5-27b`) has the same tensors without `deepstack_merger_list`.
 stage below (notebook 12 shows their signatures).
 
 {bugs_table()}
+
+## 7. Tap stages: what `compare` expects
+
+A tap file (safetensors, metadata `qvlearn_taps_format = "1"`) holds any subset of these, float stages as float32
+(cast a half-precision port's tensors before writing; judged against a float32 reference, a bf16 run needs about
+`--rtol 1e-2` and an fp16 run `--rtol 1e-3` for its rounding alone, and compare says so when a file holds only such
+values). `--stages '*'` writes every stage; `compare --stage GLOB` compares a selection. `compare A B` exits 0 when every stage is within tolerance,
+{EXIT_BEYOND} when a stage of the encoder is beyond it, 2 for bad input, {EXIT_INPUTS} when the inputs
+(`pixel_values`, `grid_thw`) differ.
+
+{tap_table()}
 """
 
 
 def main(argv) -> int:
-    text = page()
+    outputs = {TARGET: page(), README: readme_with_tap_table(README.read_text(encoding="utf-8"))}
     if argv == ["--check"]:
-        if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET.relative_to(ROOT)} is out of date: run `python tools/porting_reference.py`", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(ROOT)}")
+        stale = [p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run `python tools/porting_reference.py`", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

@@ -38,7 +38,7 @@ class Bug:
     reported: str
     stage: str        # the first stage compare names when this bug is injected (tests/test_bugs.py)
     symptom: str
-    family: str = "qwen2_5_vl"   # the tower it is shown on: qwen2_vl, qwen2_5_vl
+    family: str = "qwen2_5_vl"   # the tower it is shown on: qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5
     needs: str = "batch"         # the input that shows it: batch (two images and a video), rgba, size70
     kernels: dict = field(default_factory=dict, repr=False)  # kernel-table entries replaced
     steps: dict = field(default_factory=dict, repr=False)    # preprocessing steps replaced
@@ -203,6 +203,104 @@ def _full_swapped(config, i):
     return i not in config.fullatt_block_indexes
 
 
+# --- third generation (Qwen3-VL, Qwen3.5, Qwen4-Exp, Qwen3-Omni) ---------------------------------------------
+
+def _position_taps_half_pixel(grid_thw, side, spatial_merge_size=2):
+    """The position table resampled with ``align_corners=False`` (half-pixel centres, as ``F.interpolate``'s
+    default and most image resizers): patch ``r`` of ``h`` reads table row ``(r + 0.5) * side / h - 0.5``."""
+    from ..grid import as_grid_thw
+    from ..rotary import rotary_position_ids
+
+    grid = as_grid_thw(grid_thw, spatial_merge_size)
+    ids = rotary_position_ids(grid, spatial_merge_size)
+    sizes = np.repeat(grid[:, 1:], grid.prod(axis=1), axis=0)
+
+    def axis(index, size):
+        source = np.maximum((index.astype(np.float32) + np.float32(0.5)) * np.float32(side) / size.astype(np.float32)
+                            - np.float32(0.5), np.float32(0))
+        floor = np.floor(source)
+        frac = (source - floor).astype(np.float32)
+        taps = np.clip(floor.astype(np.int64)[:, None] + np.arange(2), 0, side - 1)
+        return taps, np.stack([np.float32(1) - frac, frac], axis=1).astype(np.float32)
+
+    (rt, rw), (ct, cw) = axis(ids[:, 0], sizes[:, 0]), axis(ids[:, 1], sizes[:, 1])
+    return (rt[:, :, None] * side + ct[:, None, :]).reshape(-1, 4), (rw[:, :, None] * cw[:, None, :]).reshape(-1, 4)
+
+
+def _position_taps_direct(grid_thw, side, spatial_merge_size=2):
+    """The table indexed directly at (row, col), clipped to the table, with no interpolation."""
+    from ..rotary import rotary_position_ids
+
+    ids = np.clip(rotary_position_ids(grid_thw, spatial_merge_size), 0, side - 1)
+    indices = np.zeros((len(ids), 4), dtype=np.int64)
+    indices[:, 0] = ids[:, 0] * side + ids[:, 1]
+    weights = np.zeros((len(ids), 4), dtype=np.float32)
+    weights[:, 0] = 1
+    return indices, weights
+
+
+def _position_taps_raster(grid_thw, side, spatial_merge_size=2):
+    """The interpolated table laid out in raster order (row by row) instead of the 2x2 merge-block order of the
+    patch rows it is added to."""
+    from ..grid import as_grid_thw
+    from ..pos_embed import interpolation_indices_and_weights
+
+    idx, wts = interpolation_indices_and_weights(grid_thw, side, spatial_merge_size)
+    grid, m = as_grid_thw(grid_thw, spatial_merge_size), spatial_merge_size
+    order, start = [], 0
+    for t, h, w in grid.tolist():  # merge-block position of each raster (row, col)
+        r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        block = ((r // m) * (w // m) + c // m) * m * m + (r % m) * m + (c % m)
+        for f in range(t):
+            order.append(start + f * h * w + block.reshape(-1))
+        start += t * h * w
+    order = np.concatenate(order)
+    return idx[order], wts[order]
+
+
+def _position_embed_bf16(table, indices, weights):
+    """The interpolation done in bf16: table, weights, products and sums rounded to bfloat16."""
+    import ml_dtypes
+
+    def bf16(a):
+        return np.asarray(a, dtype=np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+
+    t, w = bf16(np.asarray(table)), bf16(np.asarray(weights))
+    out = None
+    for k in range(indices.shape[1]):
+        term = bf16(t[np.asarray(indices[:, k])] * w[:, k][:, None])
+        out = term if out is None else bf16(out + term)
+    xp = array_namespace(table)
+    return xp.asarray(out)
+
+
+def _no_rotation(x, cos, sin):
+    return x
+
+
+def _deepstack_reversed(config):
+    """The DeepStack mergers paired with the blocks in reverse: block 8 through merger 2, block 24 through merger 0."""
+    n = len(config.deepstack_visual_indexes)
+    return {int(b): n - 1 - j for j, b in enumerate(config.deepstack_visual_indexes)}
+
+
+def _deepstack_from_one(config):
+    """deepstack_visual_indexes counted from 1: the features taken one block early (block 7 for index 8)."""
+    return {int(b) - 1: j for j, b in enumerate(config.deepstack_visual_indexes) if int(b) >= 1}
+
+
+def _layer_norm_fp16(x, weight, bias, eps=1e-6):
+    """LayerNorm computed in float16 (an fp16 engine build): the mean and variance reduced in float16, which
+    loses ~3 digits at once and overflows to inf once squares pass 65504."""
+    xp = array_namespace(x)
+    x16 = xp.astype(x, xp.float16)
+    mean = xp.sum(x16, axis=-1, keepdims=True, dtype=xp.float16) / xp.asarray(x.shape[-1], dtype=xp.float16)
+    centred = x16 - mean
+    var = xp.sum(centred * centred, axis=-1, keepdims=True, dtype=xp.float16) / xp.asarray(x.shape[-1], dtype=xp.float16)
+    normed = centred / xp.sqrt(var + xp.asarray(eps, dtype=xp.float16))
+    return xp.astype(normed, xp.float32) * weight + bias
+
+
 # The engine's projection step on NumPy rotates q and k as complex pairs (qvlearn.rotary.rotate_as_pairs); the bugs
 # of the rotation and of the qkv layout are bugs of the halves form, so with them the block takes that form.
 _BY_HALVES = dict(project=project_by_halves)
@@ -295,6 +393,45 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
         steps=dict(to_rgb=_to_rgb_dropping_alpha)),
     Bug("resize-bilinear", "bilinear resize instead of PIL bicubic", "ikawrakow/ik_llama.cpp #1969",
         "pixel_values", "pixel values off by a few grey levels", steps=dict(resize=_resize_bilinear)),
+    # -- the third generation: shown on the Qwen3-VL tower (DeepStack) or Qwen3.5's
+    Bug("posembed-align-corners-false", "position table resampled with align_corners=False (half-pixel centres)",
+        "ggml-org/llama.cpp #25781, sgl-project/sglang #34013 and #22052", "pos_embeds",
+        "every position vector slightly off, most at the image borders", family="qwen3_vl",
+        kernels=dict(position_interpolation=_position_taps_half_pixel)),
+    Bug("posembed-no-interpolation", "position table indexed directly at (row, col), not interpolated",
+        "hipfire #324 (table indexed without interpolation, 2-D RoPE missing)", "pos_embeds",
+        "right only where the grid equals the table; large images reuse the table's last row", family="qwen3_vl",
+        kernels=dict(position_interpolation=_position_taps_direct)),
+    Bug("posembed-raster-order", "interpolated positions in raster order, not the 2x2 merge-block order of the rows",
+        "no public report found (the merge-block order of the table: notebook 13)", "pos_embeds",
+        "each patch gets a neighbour's position vector", family="qwen3_vl",
+        kernels=dict(position_interpolation=_position_taps_raster)),
+    Bug("posembed-bf16", "position-table interpolation computed in bf16",
+        "lablup/mlxcel #1854", "pos_embeds", "~4e-3 relative error in every position vector", family="qwen3_vl",
+        kernels=dict(position_embed=_position_embed_bf16)),
+    Bug("rope-missing", "the 2-D RoPE left out because the learned table already gives positions",
+        "hipfire #324 (table indexed without interpolation, 2-D RoPE missing)", "blocks.0.attn.q",
+        "q and k unrotated: attention blind to relative position", family="qwen3_5",
+        kernels=dict(_BY_HALVES, rotate=_no_rotation)),
+    Bug("block-gelu-exact", "exact erf GELU in the blocks where Qwen3 uses gelu_pytorch_tanh",
+        "no public report found (the blocks' tanh GELU: notebook 13)", "blocks.0.mlp.act",
+        "~1e-4 relative errors that grow through the blocks", family="qwen3_5",
+        kernels=dict(activations={**KERNELS.activations, "gelu_pytorch_tanh": gelu})),
+    Bug("merger-gelu-tanh-qwen3", "tanh GELU in Qwen3's mergers (DeepStack's too) instead of the exact GELU",
+        "ggml-org/llama.cpp #29251", "deepstack.0", "errors ~1e-3 in the DeepStack features and the output",
+        family="qwen3_vl", kernels=dict(merger_act=gelu_tanh)),
+    Bug("deepstack-reversed", "DeepStack mergers paired with the blocks in reverse order",
+        "Blaizzy/mlx-vlm #581 (DeepStack features in the wrong layout or order)", "deepstack.0",
+        "each DeepStack feature from the wrong depth; the LLM adds deep features to shallow layers", family="qwen3_vl",
+        kernels=dict(deepstack_taps=_deepstack_reversed)),
+    Bug("deepstack-off-by-one", "deepstack_visual_indexes counted from 1: features taken one block early",
+        "no public report found (indexes count from 0 like fullatt_block_indexes: notebook 13)", "deepstack.0",
+        "DeepStack features one block too shallow; the embeddings are right", family="qwen3_vl",
+        kernels=dict(deepstack_taps=_deepstack_from_one)),
+    Bug("layernorm-fp16", "LayerNorm reduced in float16 (an fp16 engine build)",
+        "NVIDIA/TensorRT-LLM #3223 (fp16 overflow in the vision tower)", "blocks.0.norm1",
+        "~1e-3 errors in every norm; inf once activations grow", family="qwen3_5",
+        kernels=dict(layer_norm=_layer_norm_fp16)),
 ]}
 """Every bug of the zoo by name."""
 
@@ -302,6 +439,10 @@ BRIDGE_BUGS = {
     "second-per-grid-int": ("second_per_grid_ts cast to int before the multiply: every fps above 2 collapses the "
                             "video's temporal positions", "EvolvingLMMs-Lab/lmms-eval #1393",
                             "qvlearn.bridge.get_rope_index positions (notebook 10)"),
+    "mrope-sections-for-interleaved": ("Qwen3's interleaved M-RoPE rows (mrope_interleaved, sections [24, 20, 20]) "
+                                       "read as contiguous sections: the LLM's h and w rows drive the wrong "
+                                       "frequencies", "kekzl/imp PRs #1163-#1174",
+                                       "qvlearn.bridge.mrope_frequency_rows(interleaved=True) (notebook 13)"),
     "text-after-vision": ("the text after a video continues at max+1 (transformers <= 4.57, vLLM) or at "
                           "s + max(H', W') (transformers 5.x)", "huggingface/transformers #45381 (notebook 10)",
                           "get_rope_index(text_after_vision=...)"),
@@ -353,6 +494,6 @@ def traced(name: str | None, snapshot, inputs: dict, stages=("*",)) -> dict:
     as in a port that has the bug everywhere."""
     from .. import load_encoder, preprocess
 
-    pixel_values, grid_thw = preprocess(**inputs, steps=steps(name))
     encoder = load_encoder(snapshot, kernels=kernels(name))
+    pixel_values, grid_thw = preprocess(**inputs, steps=steps(name), family=encoder.family)
     return encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=list(stages))

@@ -2,15 +2,16 @@
 
     qvlearn encode IMAGE... [--video V...] [--model DIR] --out FILE        vision embeddings (+ grid_thw, DeepStack)
     qvlearn taps IMAGE... [--video V...] [--stages GLOB] [--model DIR] --out FILE [--reference]
-    qvlearn compare A.safetensors B.safetensors [--baseline C] [--rtol R]  exit 1 if a stage is beyond tolerance
+    qvlearn compare A.safetensors B.safetensors [--baseline C] [--stage GLOB]  exit 1 beyond tolerance, 3 inputs differ
 
 Every family is read from the snapshot's ``config.json``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and -MoE), Qwen3.5 (and
--MoE). Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
+-MoE, the Qwen3.6 and Qwen3.8 releases), Qwen4-Exp, Qwen2.5-Omni and Qwen3-Omni. Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
 Qwen2.5-VL-7B vision tower (1.35 GB), written once to the cache (:mod:`qvlearn.tools.cache`) and reused.
 
 Order of work: the output path and every input are checked first, then the model is generated or loaded, then
 the forward runs, and the output is written under a temporary name and renamed (nothing partial is left).
 Exit codes: 0 done, 1 ``compare`` found a stage beyond tolerance, 2 bad input (a message, never a traceback),
+3 ``compare`` found that the two files' inputs differ (taps of other images: nothing after them judges a port),
 130 interrupted.
 """
 
@@ -217,8 +218,9 @@ def cmd_taps(args) -> int:
     log = _log(args)
     out = check_out(args.out, (".safetensors",))
     vision = _model_config(args)
-    if args.stages:  # check the patterns before any work
+    if args.stages:  # check the patterns before any work; the inputs and the output are always written
         select_stages(vision, args.stages)
+        args.stages = [*args.stages, "pixel_values", "grid_thw", "embeddings"]
     pixel_values, grid_thw = _inputs(args, vision.family)
     if args.reference:
         try:
@@ -254,7 +256,7 @@ def cmd_taps(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .taps import TapError, compare_taps, format_table, load_taps, only_in_one
+    from .taps import TapError, compare_taps, exit_code, format_table, is_stage_name, load_taps, only_in_one
 
     for label, path in (("B", args.b), ("--baseline", args.baseline)):
         if path and Path(args.a).exists() and Path(path).exists() and os.path.samefile(args.a, path):
@@ -265,7 +267,11 @@ def cmd_compare(args) -> int:
     baseline = load_taps(args.baseline)[0] if args.baseline else None
     rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage, scale_tol=args.scale_tol, baseline=baseline,
                         factor=args.factor)
-    print(format_table(rows, args.rtol, args.scale_tol))
+    print(format_table(rows, args.rtol, args.scale_tol, args.factor))
+    if args.stage:
+        unknown = sorted(n for n in {*a, *b} if not is_stage_name(n))
+        if unknown:
+            print(f"not compared, not tap stages: {', '.join(unknown)}")
     identical = [n for n in a if n in b and np.asarray(a[n]).shape == np.asarray(b[n]).shape
                  and np.array_equal(a[n], b[n])]
     if len(identical) == len(set(a) | set(b)):
@@ -277,7 +283,7 @@ def cmd_compare(args) -> int:
             if names:
                 shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
                 print(f"not compared, {label} {Path(path).name}: {shown}")
-    return 0 if all(r.ok for r in rows) else 1
+    return exit_code(rows)
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -326,7 +332,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or program_name(),
         description=f"qvlearn: the vision encoder of {FAMILIES_TEXT} in NumPy (CuPy on a GPU), checked stage by "
                     "stage against transformers.",
-        epilog="Exit codes: 0 done, 1 compare found a stage beyond tolerance, 2 bad input, 130 interrupted. "
+        epilog="Exit codes: 0 done, 1 compare found a stage beyond tolerance, 2 bad input, 3 compare found that the "
+               "inputs differ, 130 interrupted. "
                "More in the README: 'Use it as a library' and 'Golden taps'.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,taps,compare}")
@@ -367,8 +374,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      help="a third tap file (e.g. transformers' taps when B is qvlearn's): its difference to B is each "
                           "stage's float32 noise floor, and a stage far above it fails")
     cmp.add_argument("--factor", type=float, default=10.0, help="with --baseline: how far above the floor fails (10)")
-    cmp.add_argument("--stage", action="append", metavar="NAME",
-                     help="compare only this stage (repeatable, exact name); error if missing")
+    cmp.add_argument("--stage", action="append", metavar="GLOB",
+                     help="compare only the stages this glob matches ('blocks.3.*', 'embeddings'; repeatable); each "
+                          "must match a stage both files hold, and other names in the files are then not checked")
     cmp.set_defaults(func=cmd_compare)
     return parser
 

@@ -30,6 +30,7 @@ from ..stages import (  # noqa: F401
     INNER_STAGES,
     INTEGER_STAGES,
     TAP_STAGES,
+    block_of,
     default_stages,
     is_stage_name,
     select_stages,
@@ -93,7 +94,67 @@ def load_taps(path) -> tuple[dict, dict]:
 
 DEFAULT_SCALE_TOL = 1e-6
 BASELINE_FACTOR = 10.0
+SCALE_NOISE = 1e-7  # float32 noise gives scale errors below this on every stage of a 32-block tower
 INPUT_STAGES = ("pixel_values", "grid_thw")
+EXIT_BEYOND, EXIT_INPUTS = 1, 3
+"""compare's exit codes besides 0 (every stage within tolerance) and 2 (bad input): 1, a stage of the encoder is
+beyond tolerance; 3, the two files' inputs (pixel_values, grid_thw) differ, so the files come from different
+images or preprocessing and nothing after them says anything about a port's arithmetic."""
+
+TAP_TABLE = (
+    # (name, shape, dtype, families, what it holds)
+    ("pixel_values", "[N, C*T*P*P]", "f32", "all", "the processor's rows (1176 = 3*2*14*14; 1536 for 16-px patches)"),
+    ("grid_thw", "[k, 3]", "i64", "all", "(t, h, w) in patches per image / video"),
+    ("patch_embeds", "[N, D]", "f32", "all", "the Conv3d as a matmul, natural order; with its bias (third generation)"),
+    ("pos_embeds", "[N, D]", "f32", "third generation", "the learned table interpolated to the grid (merge-block "
+                                                         "order, per frame pair), before it is added"),
+    ("position_ids", "[N, 2]", "i64", "all", "columns (row, col) = (h, w) of each patch, merge-block order"),
+    ("cos", "[N, head_dim]", "f32", "all", "natural order; channels [row f | col f | row f | col f]"),
+    ("sin", "[N, head_dim]", "f32", "all", "the same layout"),
+    ("cu_seqlens", "[frame pairs + 1]", "i32", "all", "patch rows (not merged tokens), starting at 0: one segment "
+                                                      "per frame pair of each image and video"),
+    ("window_index", "[N/4]", "i64", "Qwen2.5-VL, Qwen2.5-Omni", "merged tokens (one per 2x2 block) in window "
+                                                                  "order: entry r is the natural index of row r"),
+    ("cu_window_seqlens", "[windows + 1]", "i32", "Qwen2.5-VL, Qwen2.5-Omni", "patch rows, starting at 0, empty "
+                                                                              "padding windows dropped"),
+    ("blocks.{i}.norm1", "[N, D]", "f32", "all", "norm1's output"),
+    ("blocks.{i}.attn.q", "[N, heads, head_dim]", "f32", "all", "q after RoPE and **before** the 1/sqrt(head_dim) "
+                                                                "scale (token-major, then heads, then channels)"),
+    ("blocks.{i}.attn.k", "[N, heads, head_dim]", "f32", "all", "k after RoPE (v is not tapped: see attn)"),
+    ("blocks.{i}.attn", "[N, D]", "f32", "all", "attention after `proj`, before the residual"),
+    ("blocks.{i}.residual1", "[N, D]", "f32", "all", "`x + attn`"),
+    ("blocks.{i}.norm2", "[N, D]", "f32", "all", "norm2's output"),
+    ("blocks.{i}.mlp.fc1", "[N, I]", "f32", "Qwen2-VL, third generation", "fc1 (linear_fc1) before the activation"),
+    ("blocks.{i}.mlp.gate", "[N, I]", "f32", "Qwen2.5-VL, Qwen2.5-Omni", "gate_proj's output, before SiLU"),
+    ("blocks.{i}.mlp.up", "[N, I]", "f32", "Qwen2.5-VL, Qwen2.5-Omni", "up_proj's output"),
+    ("blocks.{i}.mlp.act", "[N, I]", "f32", "all", "the input of the MLP's last linear: QuickGELU(fc1) (Qwen2-VL), "
+                                                   "gelu_tanh(fc1) (third generation), `silu(gate) * up` "
+                                                   "(Qwen2.5-VL, Qwen2.5-Omni)"),
+    ("blocks.{i}.mlp", "[N, D]", "f32", "all", "the MLP's output, before the second residual"),
+    ("blocks.{i}", "[N, D]", "f32", "all", "block i's output; **window order** for the windowed families"),
+    ("blocks.{i}.natural", "[N, D]", "f32", "Qwen2.5-VL, Qwen2.5-Omni", "block i's output in natural order"),
+    ("deepstack.{j}", "[N/4, out]", "f32", "Qwen3-VL, Qwen3-Omni", "DeepStack merger j's output (block "
+                                                                   "deepstack_visual_indexes[j], norm after the 2x2)"),
+    ("last_hidden_state", "[N, D]", "f32", "all", "the last block's output (window order where windowed)"),
+    ("merger.ln_q", "[N, D]", "f32", "Qwen2-VL, Qwen2.5-VL, the Omni models", "the merger's norm, before the 2x2"),
+    ("merger.norm", "[N, D]", "f32", "Qwen3-VL, Qwen3.5, Qwen4-Exp", "the same norm under its third-generation name"),
+    ("merger", "[N/4, out]", "f32", "all", "the merger's output (window order where windowed)"),
+    ("embeddings", "[N/4, out]", "f32", "all", "the output, natural order: what the LLM receives"),
+)
+"""Every stage a tap file may hold: name, shape, dtype, the families that report it, what it is. A file holds any
+subset; ``embeddings`` must be in it unless ``--stage`` names what to compare. Write float stages as float32 even
+from a bf16 or fp16 port (cast before writing): compare then tells the rounding of the port from its arithmetic."""
+
+_NOT_TAPPED = {
+    "attn.v": "v is not a tap stage (RoPE does not touch it); compare blocks.{i}.attn, the attention's output",
+    "attn.qkv": "the fused projection is not a tap stage; compare blocks.{i}.attn.q and .attn.k (after RoPE)",
+    "attn.proj": "the projection's output is blocks.{i}.attn",
+    "attn.out": "the attention's output after proj is blocks.{i}.attn",
+    "mlp.fc2": "the MLP's output is blocks.{i}.mlp", "mlp.down": "the MLP's output is blocks.{i}.mlp",
+    "mlp.down_proj": "the MLP's output is blocks.{i}.mlp", "mlp.linear_fc2": "the MLP's output is blocks.{i}.mlp",
+    "mlp.gate_proj": "blocks.{i}.mlp.gate", "mlp.up_proj": "blocks.{i}.mlp.up", "mlp.linear_fc1": "blocks.{i}.mlp.fc1",
+    "norm": "blocks.{i}.norm1 or blocks.{i}.norm2", "residual": "blocks.{i}.residual1", "output": "blocks.{i}",
+}
 
 
 @dataclass
@@ -107,6 +168,7 @@ class StageDiff:
     note: str = ""
     scale: float = math.nan   # |<a, b> / <b, b> - 1|: a systematic scale error (an eps, a constant)
     floor: float = math.nan   # the baseline's rel for this stage (fp32 noise floor), when given
+    scale_floor: float = math.nan  # the baseline's scale error for this stage, when given
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -170,25 +232,84 @@ def compare_stage(name: str, a: np.ndarray, b: np.ndarray, rtol: float, scale_to
     if finite and rel <= rtol and scale > scale_tol:
         note = f"a systematic scale error of {scale:.1e} (an eps or a constant?), beyond {scale_tol:.0e}"
     if finite and rel > rtol:
-        note = _diagnose_order(name, a, b, window_index, rtol)
+        note = _diagnose_value(name, a, b, a64, b64) or _diagnose_order(name, a, b, window_index, rtol)
     return StageDiff(name, a.shape, max_abs, rel, cosine, ok, note, scale)
+
+
+def suggest(name: str) -> str:
+    """What a misspelled stage name most likely means, in the same block: ``blocks.2.atn`` -> ``blocks.2.attn``;
+    names of things that are not tapped say what to compare instead (``blocks.0.attn.v``)."""
+    import difflib
+
+    match = re.fullmatch(r"blocks?[._-]?(\d+)[._-]?(.*)", name)
+    if match:
+        i, inner = match.group(1), match.group(2)
+        if inner in _NOT_TAPPED:
+            return _NOT_TAPPED[inner].replace("{i}", i)
+        if not inner:
+            return f"blocks.{i}"
+        close = difflib.get_close_matches(inner, list(INNER_STAGES) + ["natural"], n=1, cutoff=0.5)
+        return f"blocks.{i}.{close[0]}" if close else ""
+    match = re.fullmatch(r"deep[_-]?stack[._-]?(\d+)", name)
+    if match:
+        return f"deepstack.{match.group(1)}"
+    known = [n for n in TAP_STAGES if "{" not in n]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return close[0] if close else ""
 
 
 def check_names(taps: dict, label: str) -> None:
     """Raise for names that are not stages of the format (a misspelled name would silently compare nothing)."""
-    import difflib
-
     bad = [n for n in taps if not is_stage_name(n)]
     if bad:
-        known = [n.replace("{i}", "0") for n in TAP_STAGES] + [f"blocks.0.{n}" for n in INNER_STAGES]
         hints = []
         for name in bad:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hint = suggest(name)
+            hints.append(f"{name!r}" + (f" ({hint})" if " " in hint else f" (did you mean {hint!r}?)" if hint else ""))
         raise TapError(f"the {label} tap file has names that are not tap stages: {', '.join(hints)}. Stage names "
-                       "are pixel_values, grid_thw, patch_embeds, position_ids, cos, sin, cu_seqlens, window_index, "
-                       "cu_window_seqlens, blocks.{i}, blocks.{i}.natural, blocks.{i}.norm1 ... blocks.{i}.mlp, "
-                       "last_hidden_state, merger.ln_q, merger, embeddings (README: Golden taps)")
+                       "are pixel_values, grid_thw, patch_embeds, pos_embeds, position_ids, cos, sin, cu_seqlens, "
+                       "window_index, cu_window_seqlens, blocks.{i}, blocks.{i}.natural, blocks.{i}.norm1 ... "
+                       "blocks.{i}.mlp, deepstack.{j}, last_hidden_state, merger.ln_q / merger.norm, merger, "
+                       "embeddings (docs/porting.md: the tap stages). To compare some stages of such a file, name "
+                       "them with --stage")
+
+
+def _representable(a: np.ndarray) -> str:
+    """``"bfloat16"`` / ``"float16"`` when every value of a float32 array is one of that type's numbers."""
+    import ml_dtypes
+
+    if a.dtype != np.float32 or a.size < 64:
+        return ""
+    for name, dtype in (("float16", np.float16), ("bfloat16", ml_dtypes.bfloat16)):
+        with np.errstate(over="ignore"):
+            if np.array_equal(a.astype(dtype).astype(np.float32), a, equal_nan=True):
+                return name
+    return ""
+
+
+_ROUNDING = {"float16": ("~5e-4", "1e-3"), "bfloat16": ("~4e-3", "1e-2")}
+
+
+def _diagnose_value(name: str, a: np.ndarray, b: np.ndarray, a64, b64) -> str:
+    """For a failing float stage: a constant factor, or values of a half-precision type."""
+    nb = float(np.sum(b64 * b64))
+    if nb > 0:
+        c = float(np.sum(a64 * b64)) / nb
+        residual = float(np.linalg.norm(a64 - c * b64)) / (float(np.linalg.norm(a64)) or 1.0)
+        if residual < 1e-5 and abs(c - 1) > 1e-4:
+            note = f"the first file is {c:.6g} x the reference at this stage (cosine 1): a constant factor"
+            if name.endswith(("attn.q", "attn.k")) and a.ndim == 3 and abs(c * math.sqrt(a.shape[-1]) - 1) < 1e-3:
+                note += (f" = 1/sqrt(head_dim {a.shape[-1]}): tapped after the attention scale; the tap is q after "
+                         "RoPE, before the scale")
+            return note
+    half = "float16" if a.dtype == np.float16 else _representable(a)
+    if half:
+        size, rtol = _ROUNDING[half]
+        stored = "holds" if a.dtype == np.float16 else "holds only values of"
+        return (f"the first file {stored} {half}: its rounding alone is {size} relative, beyond a float32 "
+                f"tolerance; write float32 from a float32 run to check the arithmetic, or judge this run with --rtol "
+                f"{rtol}")
+    return ""
 
 
 def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | None = None,
@@ -198,25 +319,35 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
 
     A float stage passes when ``max|a-b|/max|b| <= rtol`` and its best-fit scale ``<a,b>/<b,b>`` is within
     ``scale_tol`` of 1 (float32 noise has no systematic scale; an eps or a constant does). With ``baseline``
-    (a third file, e.g. transformers' taps when ``b`` is qvlearn's), each stage's ``rel(b, baseline)`` is its
-    float32 noise floor, and a stage more than ``factor`` times above it (and above 1e-6) fails too.
+    (a third file, e.g. transformers' taps when ``b`` is qvlearn's), each stage's ``rel(b, baseline)`` and scale
+    error are its float32 noise floors, and a stage more than ``factor`` times above either (and above 1e-6 in rel,
+    :data:`SCALE_NOISE` in scale) fails too.
     Without ``stages``, every stage both files hold is compared; they must share a stage of the encoder
-    (not only the inputs), and ``embeddings``, the output, must be in both.
+    (not only the inputs), and ``embeddings``, the output, must be in both. ``stages``: glob patterns
+    (``"blocks.3.*"``, ``"embeddings"``); each must match a stage both files hold, and the other names in the files
+    are then not checked. A stage of the other family (``mlp.fc1`` in a Qwen2.5-VL comparison) fails.
     """
-    check_names(a, "first")
-    check_names(b, "second")
-    if stages:
-        for name in stages:
-            for label, taps in (("first", a), ("second", b)):
-                if name not in taps:
-                    import difflib
+    import fnmatch
 
-                    close = difflib.get_close_matches(name, list(taps), n=1)
-                    hint = f" Did you mean {close[0]!r}?" if close else ""
-                    raise TapError(f"stage {name!r} is missing from the {label} tap file.{hint} (It has: "
-                                   f"{', '.join(sorted(taps, key=stage_order))}; --stage takes exact names)")
-        names = list(stages)
+    if stages:
+        names = []
+        for pattern in stages:
+            hits = sorted({n for n in [*a, *b] if fnmatch.fnmatchcase(n, pattern)}, key=stage_order)
+            if not hits:
+                hint = suggest(pattern)
+                hint = (f" ({hint})" if " " in hint else f" Did you mean {hint!r}?" if hint and hint != pattern
+                        else "")
+                raise TapError(f"--stage {pattern!r} matches no stage of either tap file.{hint} (The first has: "
+                               f"{', '.join(sorted(a, key=stage_order)[:12])}, ...)")
+            for name in hits:
+                for label, taps in (("first", a), ("second", b)):
+                    if name not in taps:
+                        raise TapError(f"stage {name!r} (from --stage {pattern!r}) is missing from the {label} tap "
+                                       f"file; it holds {', '.join(sorted(taps, key=stage_order)[:12])}, ...")
+            names += [n for n in hits if n not in names]
     else:
+        check_names(a, "first")
+        check_names(b, "second")
         names = [n for n in a if n in b]
         if not [n for n in names if n not in INPUT_STAGES]:
             raise TapError(f"the two tap files share no stage of the encoder, so nothing would be compared (first: "
@@ -225,21 +356,62 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
                            "pass --stage NAME for what you mean to compare")
         for label, taps in (("first", a), ("second", b)):
             if "embeddings" not in taps:
-                raise TapError(f"the {label} tap file has no 'embeddings' (the encoder's output); write it, or pass "
-                               "--stage NAME for each stage you mean to compare")
+                raise TapError(f"the {label} tap file has no 'embeddings' (the encoder's output); write it (`taps` "
+                               "always does), or pass --stage NAME (globs allowed) for the stages you mean to compare")
     window_index = b.get("window_index", a.get("window_index"))
     rows = [compare_stage(n, np.asarray(a[n]), np.asarray(b[n]), rtol, scale_tol, window_index)
             for n in sorted(names, key=stage_order)]
+    for row in rows:
+        if row.name in INPUT_STAGES and not row.ok:
+            kind = ("another image size, or another smart_resize" if row.name == "grid_thw" else
+                    f"cosine {row.cosine:.3f}: another image?" if row.cosine == row.cosine and row.cosine < 0.99
+                    else "a preprocessing difference: resize, rounding, normalisation, or another image")
+            row.note = ((row.note + "; ") if row.note else "") + (
+                f"the two files' inputs differ ({kind}): every later stage differs for that reason alone; "
+                "make the inputs agree first (feed the port the same pixel_values)")
+    if not stages:
+        rows += _other_family_rows(a, b)
     if baseline is not None:
-        check_names(baseline, "baseline")
+        check_names({k: v for k, v in baseline.items() if k in names}, "baseline")
         for row in rows:
             if row.name in baseline and np.asarray(baseline[row.name]).shape == row.shape and row.rel == row.rel:
                 floor = compare_stage(row.name, np.asarray(b[row.name]), np.asarray(baseline[row.name]), math.inf,
-                                      math.inf).rel
-                row.floor = floor
-                if row.ok and row.rel > max(factor * floor, 1e-6):
+                                      math.inf)
+                row.floor, row.scale_floor = floor.rel, floor.scale
+                if row.ok and row.rel > max(factor * floor.rel, 1e-6):
                     row.ok = False
-                    row.note = f"{row.rel / max(floor, 1e-12):.0f}x the float32 noise floor of this stage"
+                    row.note = f"{row.rel / max(floor.rel, 1e-12):.0f}x the float32 noise floor of this stage"
+                elif row.ok and row.scale == row.scale and row.scale > max(factor * floor.scale, SCALE_NOISE):
+                    row.ok = False
+                    row.note = (f"a systematic scale error {row.scale / max(floor.scale, 1e-15):.0f}x the baseline's "
+                                f"at this stage ({row.scale:.1e} against {floor.scale:.1e}): an eps or a constant?")
+    return rows
+
+
+# Stages that belong to one MLP or merger layout: a file holding one while the reference holds the other is a port
+# built for the other family.
+_LAYOUTS = (({"mlp.fc1"}, {"mlp.gate", "mlp.up"}, "the fc1/fc2 MLP (Qwen2-VL, the third generation)",
+             "the gated MLP (Qwen2.5-VL, Qwen2.5-Omni)"),
+            ({"merger.ln_q"}, {"merger.norm"}, "the merger's ln_q (Qwen2-VL, Qwen2.5-VL, the Omni models)",
+             "the merger's norm (Qwen3-VL, Qwen3.5, Qwen4-Exp)"))
+
+
+def _inner(names) -> set:
+    return {(block_of(n) or (None, n))[1] or n for n in names}
+
+
+def _other_family_rows(a: dict, b: dict) -> list[StageDiff]:
+    rows = []
+    ours, theirs = _inner(a), _inner(b)
+    for first, second, first_title, second_title in _LAYOUTS:
+        for mine, ref, my_title, ref_title in ((first, second, first_title, second_title),
+                                                (second, first, second_title, first_title)):
+            if ours & mine and not theirs & mine and theirs & ref:
+                for name in sorted((n for n in a if _inner([n]) & mine and n not in b), key=stage_order):
+                    shape = tuple(np.asarray(a[name]).shape)
+                    rows.append(StageDiff(name, shape, math.nan, math.nan, math.nan, False,
+                                          f"a stage of {my_title}; the reference has {ref_title}: is the port built "
+                                          "for another family?"))
     return rows
 
 
@@ -248,22 +420,36 @@ def only_in_one(a: dict, b: dict) -> tuple[list, list]:
     return (sorted((n for n in a if n not in b), key=stage_order), sorted((n for n in b if n not in a), key=stage_order))
 
 
-def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_SCALE_TOL) -> str:
+def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_SCALE_TOL,
+                 factor: float = BASELINE_FACTOR) -> str:
     with_floor = any(r.floor == r.floor for r in rows)
     head = f"{'stage':24s} {'shape':16s} {'max |diff|':>11s} {'rel error':>10s} {'scale err':>10s} {'cosine':>9s}"
-    lines = [head + (f" {'fp32 floor':>10s}" if with_floor else "") + "  status"]
+    lines = [head + (f" {'rel floor':>10s} {'scale floor':>11s}" if with_floor else "") + "  status"]
     for r in rows:
         status = "ok" if r.ok else "BEYOND TOLERANCE"
         if r.note:
             status += f" ({r.note})"
         line = f"{r.name:24s} {str(tuple(r.shape)):16s} {r.max_abs:11.3e} {r.rel:10.3e} {r.scale:10.1e} {r.cosine:9.6f}"
         if with_floor:
-            line += f" {r.floor:10.1e}"
+            line += f" {r.floor:10.1e} {r.scale_floor:11.1e}"
         lines.append(line + "  " + status)
     bad = [r for r in rows if not r.ok]
-    limits = f"rel <= {rtol:g}, scale error <= {scale_tol:g}" + (", within the noise floor" if with_floor else "")
-    if bad:
-        lines.append(f"first stage beyond tolerance ({limits}): {bad[0].name}")
+    limits = f"rel <= {rtol:g} and scale error <= {scale_tol:g}"
+    if with_floor:
+        limits += f", each at most {factor:g}x the baseline's noise floor of the stage"
+    if bad and bad[0].name in INPUT_STAGES:
+        lines.append(f"the inputs differ at {bad[0].name}: the files come from different images or preprocessing, so "
+                     f"nothing after it judges a port (exit {EXIT_INPUTS})")
+    elif bad:
+        lines.append(f"first stage beyond tolerance: {bad[0].name} (limits: {limits})")
     else:
-        lines.append(f"all {len(rows)} stages within tolerance ({limits}, integers identical)")
+        lines.append(f"all {len(rows)} stages within tolerance ({limits}; integers identical)")
     return "\n".join(lines)
+
+
+def exit_code(rows: list[StageDiff]) -> int:
+    """compare's exit code for these rows: 0, :data:`EXIT_BEYOND` or :data:`EXIT_INPUTS`."""
+    bad = [r for r in rows if not r.ok]
+    if not bad:
+        return 0
+    return EXIT_INPUTS if bad[0].name in INPUT_STAGES else EXIT_BEYOND
