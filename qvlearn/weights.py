@@ -5,8 +5,10 @@ Explained in ``notebooks/08_whole_encoder.ipynb``.
 
 * Only safetensors are read (``model.safetensors`` or ``model.safetensors.index.json`` + shards),
   never pickled ``.bin``/``.pt`` files. Files are opened memory-mapped by the ``safetensors``
-  library; only tensors whose name starts with ``visual.`` (Qwen2/2.5-VL as released) or
-  ``model.visual.`` (Qwen3-VL / Qwen3.5 as released, and transformers 5.x saves) are read; torch is not needed.
+  library; only tensors whose name starts with one of :data:`PREFIXES` are read: ``visual.`` (Qwen2/2.5-VL as
+  released, an Omni thinker saved alone), ``model.visual.`` (Qwen3-VL / Qwen3.5 / Qwen4-Exp as released) or
+  ``thinker.visual.`` (the Omni models); torch is not needed. Qwen2.5-Omni's separate ``attn.q/k/v`` are read as
+  stored and fused for the engine by :func:`fused_qkv`.
 * bf16/f16/f32 on disk, float32 in memory. bf16 -> float32 is an exact widening (the 16 bits become
   the top half of the float32), the same values torch produces with ``.float()``.
 * Every key and shape is checked against the config; missing, extra or wrongly shaped tensors are

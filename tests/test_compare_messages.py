@@ -65,6 +65,9 @@ def test_half_precision_taps_say_so(golden):
     fp16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in golden.items()}
     row = _first_bad(compare_taps(fp16, golden, stages=["blocks.0.norm1"]))
     assert "holds float16" in row.note and "--rtol 1e-3" in row.note
+    rows = compare_taps(fp16, golden)  # the whole file: the inputs are the same image, rounded
+    assert rows[0].name == "pixel_values" and "float16" in rows[0].note and "inputs differ" not in rows[0].note
+    assert exit_code(rows) == 1
     bf16 = {k: (v.astype(ml_dtypes.bfloat16).astype(np.float32) if v.dtype == np.float32 else v)
             for k, v in golden.items()}
     row = _first_bad(compare_taps(bf16, golden, stages=["blocks.0.norm1"]))

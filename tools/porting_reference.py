@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT))
 
 from qvlearn import PRESETS, preset_config  # noqa: E402
 from qvlearn.config import _ALIASES, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
+from qvlearn.families import FAMILIES  # noqa: E402
 from qvlearn.families import model_types as all_model_types  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
-from qvlearn.families import FAMILIES  # noqa: E402
 from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
 from qvlearn.tools.taps import EXIT_BEYOND, EXIT_INPUTS, TAP_TABLE  # noqa: E402
 from qvlearn.weights import PREFIXES, WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
