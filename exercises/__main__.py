@@ -9,7 +9,8 @@ import sys
 from .checks import EXERCISES, NotYet
 
 MODULES = {"01": "ex01_preprocessing", "02": "ex02_patch_embed", "03": "ex03_rope", "04": "ex04_windows",
-           "05": "ex05_norms", "06": "ex06_attention", "07": "ex07_merger", "08": "ex08_encoder", "10": "ex10_bridge"}
+           "05": "ex05_norms", "06": "ex06_attention", "07": "ex07_merger", "08": "ex08_encoder", "09": "ex09_videos", "10": "ex10_bridge",
+           "11": "ex11_precision", "12": "ex12_debugging", "13": "ex13_qwen3", "14": "ex14_capstone"}
 
 
 def run(notebooks, solutions: bool = False, out=print) -> int:
@@ -25,7 +26,7 @@ def run(notebooks, solutions: bool = False, out=print) -> int:
                 out(f"  {key} {ex.function:28s} solved")
             except NotYet as err:
                 failed += 1
-                out(f"  {key} {ex.function:28s} not yet: {err}")
+                out(f"  {key} {ex.function:28s} to do: {err}")
     return failed
 
 

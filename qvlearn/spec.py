@@ -157,28 +157,40 @@ def merger(x, w, prefix, config, norm_after_merge=False):
 # ---------------------------------------------------------------------------------------------------------------
 # The encoder
 # ---------------------------------------------------------------------------------------------------------------
-def forward(config: VisionConfig, weights: dict, pixel_values, grid_thw, deepstack: bool = False):
+def forward(config: VisionConfig, weights: dict, pixel_values, grid_thw, deepstack: bool = False, tap=None):
     """``pixel_values [N, C*T*P*P]`` and ``grid_thw [k, 3]`` (as :func:`qvlearn.preprocess` returns them) ->
     ``embeddings [N/4, out]`` in transformers' order; with ``deepstack=True``, ``(embeddings, features)``, the
-    Qwen3-VL DeepStack features (one ``[N/4, out]`` per ``deepstack_visual_indexes`` entry; ``[]`` otherwise)."""
+    Qwen3-VL DeepStack features (one ``[N/4, out]`` per ``deepstack_visual_indexes`` entry; ``[]`` otherwise).
+    ``tap(name, array)``, if given, sees the main stages under their tap names (docs/porting.md, section 7)."""
+    tap = tap or (lambda name, array: None)
     w = {k: np.asarray(v, dtype=f32) for k, v in weights.items()}
     grid = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
     m, unit = config.spatial_merge_size, config.merge_unit
+    tap("pixel_values", np.asarray(pixel_values, dtype=f32))
+    tap("grid_thw", grid)
 
     # 1. Patch embedding: the Conv3d with stride = kernel is one matmul over the flattened (C, T, P, P) patch.
     conv = w["patch_embed.proj.weight"].reshape(config.width, -1)     # [D, C*T*P*P]
     x = np.asarray(pixel_values, dtype=f32) @ conv.T                  # [N, D]
     if "patch_embed.proj.bias" in w:                                  # Qwen3: the Conv3d has a bias ...
         x = x + w["patch_embed.proj.bias"]
+    tap("patch_embeds", x)
     if "pos_embed.weight" in w:                                       # ... and a learned position table
-        x = x + learned_positions(w["pos_embed.weight"], grid, config)   # [N, D]
+        positions = learned_positions(w["pos_embed.weight"], grid, config)   # [N, D]
+        tap("pos_embeds", positions)
+        x = x + positions
 
     # 2. Positions and segments: rotary angles per patch; full attention within each frame pair of each image.
     cos, sin = rotary_cos_sin(grid, config)                           # [N, d] each
     full = cu_seqlens(grid, m)                                        # [segments + 1], starts at 0
+    tap("cos", cos)
+    tap("sin", sin)
+    tap("cu_seqlens", full)
     windows = order = None
     if config.uses_windows:                                           # Qwen2.5-VL: 112-px windows
         merged_order, windows = window_index(grid, m, config.window_size, config.patch_size)   # [N/4], [w + 1]
+        tap("window_index", merged_order)
+        tap("cu_window_seqlens", windows)
         order = (merged_order[:, None] * unit + np.arange(unit)).reshape(-1)   # [N]: patch rows, window by window
         x, cos, sin = x[order], cos[order], sin[order]                # window order from here to the merger
 
@@ -188,12 +200,17 @@ def forward(config: VisionConfig, weights: dict, pixel_values, grid_thw, deepsta
         bw = {k[len(f"blocks.{i}."):]: v for k, v in w.items() if k.startswith(f"blocks.{i}.")}
         segments = full if windows is None or config.is_full_attention_block(i) else windows
         x = block(x, bw, cos, sin, segments, config)                  # [N, D]
+        tap(f"blocks.{i}", x)                                         # window order where windowed
         if i in config.deepstack_visual_indexes:
             j = list(config.deepstack_visual_indexes).index(i)
             features.append(merger(x, w, f"{config.kind.deepstack_name}.{j}.", config, norm_after_merge=True))
+            tap(f"deepstack.{j}", features[-1])
 
     # 4. The merger, then (Qwen2.5-VL) back from window order to the processor's order.
+    tap("last_hidden_state", x)
     out = merger(x, w, "merger.", config)                             # [N/4, out]
+    tap("merger", out)
     if order is not None:
         out = out[np.argsort(merged_order)]                           # undo the window permutation (merged rows)
+    tap("embeddings", out)
     return (out, features) if deepstack else out

@@ -101,5 +101,89 @@ def test_command_line(capsys):
     assert main(["03"]) == 1
     assert "not written yet" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["09"])
-    assert "no exercises for notebook 09" in capsys.readouterr().err
+        main(["15"])
+    assert "no exercises for notebook 15" in capsys.readouterr().err
+
+
+def _max_free_online_softmax(q, k, v, chunk):
+    """Keys in blocks, a running sum and accumulator, but no running max: right until exp overflows."""
+    qh, kh, vh = (z.transpose(1, 0, 2) for z in (q, k, v))
+    qh = qh * q.shape[-1] ** -0.5
+    total, acc = 0.0, 0.0
+    for a in range(0, kh.shape[1], chunk):
+        p = np.exp(qh @ kh[:, a:a + chunk].transpose(0, 2, 1))
+        total, acc = total + p.sum(-1, keepdims=True), acc + p @ vh[:, a:a + chunk]
+    return (acc / total).transpose(1, 0, 2)
+
+
+def test_an_online_softmax_without_its_guard_is_rejected():
+    with np.errstate(over="ignore", invalid="ignore"):
+        with pytest.raises(NotYet, match="NaN or Inf: exp overflows"):
+            EXERCISES["06.2"].check(_max_free_online_softmax)
+
+
+def test_no_message_gives_the_answer_away():
+    with pytest.raises(NotYet) as err:
+        EXERCISES["03.2"].check(lambda d: np.arange(d))
+    assert "2i + 1" not in str(err.value) and "scores differ" in str(err.value)
+
+
+def _without_norm2_gain(config, weights, pixel_values, grid_thw, tap):
+    """A port that drops block 1's norm2 gain (a norm of ones)."""
+    from qvlearn import spec
+
+    weights = dict(weights, **{"blocks.1.norm2.weight": np.ones_like(weights["blocks.1.norm2.weight"])})
+    return spec.forward(config, weights, pixel_values, grid_thw, tap=tap)
+
+
+def _deepstack_reversed(config, weights, pixel_values, grid_thw, tap):
+    from qvlearn import spec
+
+    out, features = spec.forward(config, weights, pixel_values, grid_thw, deepstack=True,
+                                 tap=lambda n, a: None if n.startswith("deepstack") else tap(n, a))
+    for j, feature in enumerate(reversed(features)):
+        tap(f"deepstack.{j}", feature)
+    return out
+
+
+# the capstone: a port that departs at one stage; the checker names it and the stages before that agree
+WRONG["14.1"] = (_without_norm2_gain, "first stage beyond tolerance: blocks.1 .*every stage before agree")
+WRONG["14.2"] = (_deepstack_reversed, "first stage beyond tolerance: deepstack.0 .*every stage before agree")
+
+
+def _first_far_stage(port, golden):
+    """Finds the first stage off by more than 1e-3: misses the bugs that only a scale error shows."""
+    return next((n for n in port if not np.allclose(port[n], golden[n], rtol=1e-3, atol=1e-3 * np.abs(golden[n]).max())),
+                None)
+
+
+def _table_without_interpolation(h, w, side):
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    idx = np.zeros((h * w, 4), dtype=np.int64)
+    idx[:, 0] = np.minimum(rows, side - 1).reshape(-1) * side + np.minimum(cols, side - 1).reshape(-1)
+    wts = np.zeros((h * w, 4), dtype=np.float32)
+    wts[:, 0] = 1
+    return idx, wts
+
+
+def _merger_without_norm(x, weights, eps=1e-6):
+    from scipy.special import erf
+
+    m = x.reshape(len(x) // 4, -1)
+    h = m @ weights["linear_fc1.weight"].T + weights["linear_fc1.bias"]
+    return (0.5 * h * (1 + erf(h / np.sqrt(2)))) @ weights["linear_fc2.weight"].T + weights["linear_fc2.bias"]
+
+
+WRONG.update({
+    "09.1": (lambda n, h, w: (n // 2, h // 14, w // 14), "repeats the last frame"),
+    "09.2": (lambda g: np.repeat(np.arange(len(g)), [t * h * w for t, h, w in np.asarray(g).tolist()]),
+             "one segment per entry"),
+    "11.1": (lambda x: (np.asarray(x, np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32), "truncates"),
+    "11.2": (lambda rms, width: int(np.argmax(np.asarray(rms) ** 2 > 65504)), "fp16 holds at most 65504"),
+    "12.1": (lambda a, b: float(np.abs(a - b).max() / np.abs(b).max()), "not a max-based error"),
+    "12.2": (_first_far_stage, "scale error too"),
+    "13.1": (_table_without_interpolation, "differs from the reference"),
+    "13.2": (lambda section, head_dim=128: np.concatenate([np.full(n, i) for i, n in enumerate(section)]),
+             "contiguous sections"),
+    "13.3": (_merger_without_norm, "DeepStack merger differs"),
+})

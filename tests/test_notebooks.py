@@ -209,3 +209,10 @@ def test_previous_and_next_links_walk_the_course_in_order():
         assert links.get("Previous") == names[i - 1], (path.name, links)   # the tour's Previous is the last notebook
         if i + 1 < len(names):
             assert links.get("Next") == names[i + 1], (path.name, links)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_opens_with_objectives_prerequisites_and_time(path):
+    first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
+    for field in ("**You will**", "**Prerequisites**", "**Time**"):
+        assert field in first, f"{path.name}: the first cell has no {field}"

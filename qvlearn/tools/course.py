@@ -23,15 +23,61 @@ def sample_photo():
         return image.convert("RGB")
 
 
+def model_env(family: str) -> str:
+    """The variable naming a downloaded snapshot of one family: ``QVLEARN_MODEL_QWEN2_5_VL`` for ``qwen2_5_vl``."""
+    return f"{MODEL_ENV}_{family.upper()}"
+
+
+def real_snapshot(family: str) -> Path | None:
+    """A downloaded snapshot of ``family`` for the notebooks, or None: ``$QVLEARN_MODEL_<FAMILY>`` (one variable
+    per family, e.g. ``QVLEARN_MODEL_QWEN2_VL``), else ``$QVLEARN_MODEL`` when its ``config.json`` is of that
+    family. A snapshot of another family is never used in its place (its parity checks would not hold)."""
+    from ..config import read_config
+
+    for variable in (model_env(family), MODEL_ENV):
+        if os.environ.get(variable):
+            path = Path(os.environ[variable])
+            found = read_config(path).family
+            if found == family:
+                return path
+            if variable != MODEL_ENV:
+                raise ValueError(f"${variable} is a {found} snapshot ({path}), not {family}")
+    return None
+
+
 def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0, **vision_overrides) -> Path:
-    """The snapshot a notebook runs on: ``$QVLEARN_MODEL`` if set (a real download), else seeded
-    random weights of ``preset`` in the real layout, generated once into the qvlearn cache
-    (``vision_overrides`` such as ``depth=4`` give a cached variant)."""
-    if os.environ.get(MODEL_ENV) and not vision_overrides:
-        return Path(os.environ[MODEL_ENV])
+    """The snapshot a notebook runs on: a downloaded snapshot **of the preset's family** if one is named
+    (:func:`real_snapshot`), else seeded random weights of ``preset`` in the real layout, generated once into the
+    qvlearn cache. ``tiny-*`` presets and ``vision_overrides`` (``depth=4``: a cached variant) always give random
+    weights: they ask for a particular small tower. When ``$QVLEARN_MODEL`` is of another family, a warning says so
+    and the random weights are used."""
+    from ..config import preset_config
     from .cache import default_model
 
+    family = preset_config(preset).family
+    if not preset.startswith("tiny-") and not vision_overrides:
+        real = real_snapshot(family)
+        if real is not None:
+            return real
+        if os.environ.get(MODEL_ENV):
+            import warnings
+
+            warnings.warn(f"$QVLEARN_MODEL is not a {family} snapshot; this cell asks for {preset}, so it runs on "
+                          f"seeded random weights of {preset} (set ${model_env(family)} to a {family} download)",
+                          stacklevel=2)
     return default_model(preset, seed=seed, log=lambda *a: None, **vision_overrides)
+
+
+def exercises():
+    """The exercises' checkers (``exercises/checks.py`` of the repository: ``EXERCISES``, ``NotYet``), importable
+    from a notebook, whose working folder is ``notebooks/``."""
+    import importlib
+    import sys
+
+    root = str(IMAGES_DIR.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("exercises.checks")
 
 
 def figure_path(name: str) -> Path:
@@ -113,8 +159,11 @@ def show_pipeline(*here: str, family: str = "qwen2_5_vl"):
     plt.show()
 
 
-def uses_real_weights() -> bool:
-    return bool(os.environ.get(MODEL_ENV))
+def uses_real_weights(preset: str = "qwen2.5-vl-7b") -> bool:
+    """Whether :func:`model_dir` gives a downloaded snapshot for ``preset``."""
+    from ..config import preset_config
+
+    return not preset.startswith("tiny-") and real_snapshot(preset_config(preset).family) is not None
 
 
 def versions() -> str:
