@@ -116,26 +116,20 @@ def check_01_1(fn):
                      f"{_smart_resize_side_c_style(int(got)) if got > 0 else None}. Look for n / 28 landing on x.5")
 
 
-@exercise("01.2", "patchify", "frames [2, 3, H, W] -> pixel_values rows in 2x2 merge-block order")
+@exercise("01.2", "unpatchify", "pixel_values rows back to the frame pair they came from")
 def check_01_2(fn):
     frames = rng(1).standard_normal((2, 3, 56, 84)).astype(np.float32)
-    want = hf_patchify(frames)
-    got = as_array(call(fn, frames.copy()), "pixel_values")
-    if got.shape != want.shape:
-        raise NotYet(f"pixel_values has shape {got.shape}, expected {want.shape}: one row of 3*2*14*14 = 1176 "
-                     f"values per 14x14 patch")
-    if np.array_equal(got, want):
+    rows = hf_patchify(frames)                                   # transformers' own patchify
+    got = as_array(call(fn, rows.copy(), np.array([1, 4, 6])), "the frames")
+    expect_shape(got, frames.shape, "the frames")
+    if np.array_equal(got, frames):
         return
-    row_of = {want[i].tobytes(): i for i in range(len(want))}
-    if all(got[i].tobytes() in row_of for i in range(len(got))):
-        order = [row_of[got[i].tobytes()] for i in range(len(got))]
-        raise NotYet(f"every row is right but they are in another order (yours start with reference rows "
-                     f"{order[:6]}): walk 2x2 merge blocks in raster order, and the 4 patches of a block in "
-                     f"order (0,0), (0,1), (1,0), (1,1)")
-    if np.allclose(np.sort(got, axis=1), np.sort(want, axis=1)):
-        raise NotYet("the rows hold the right values in another layout: lay each row out (C, T, 14, 14)")
-    raise NotYet("pixel_values differs from transformers' patchify; compare your transpose with "
-                 "(t, block_row, block_col, in_row, in_col, C, T, patch_row, patch_col)")
+    if np.array_equal(np.sort(got.reshape(-1)), np.sort(frames.reshape(-1))):
+        if np.array_equal(got[::-1], frames):
+            raise NotYet("the two frames are swapped: T is the second axis of a row's (C, T, 14, 14) layout")
+        raise NotYet("every value is there, but in the wrong place: undo the merge-block order and the (C, T, 14, "
+                     "14) layout of a row, in the reverse order of the processor's transpose")
+    raise NotYet("values differ from the frames the rows were made from")
 
 
 @exercise("01.3", "normalize", "uint8 [H, W, 3] -> float32 [3, H, W], bit-identical to Qwen2VLImageProcessorPil")
@@ -174,7 +168,7 @@ def check_02_1(fn):
     want = _conv3d_reference(rows, weight)
     got = as_array(call(fn, rows, weight), "the embeddings")
     if got.shape == want.T.shape and got.shape != want.shape:
-        raise NotYet(f"shape {got.shape} is transposed: return [N, out] = rows @ W.reshape(out, -1).T")
+        raise NotYet(f"shape {got.shape} is transposed: the output has one row per input row (one patch per row)")
     expect_close(got, want, "the embeddings", hint="flatten the weight to [out, 3*2*14*14] in its own (C, T, h, w) order")
 
 
@@ -188,9 +182,9 @@ def check_02_2(fn):
     matrix = as_array(call(fn, weight.copy()), "the matrix")
     expect_shape(matrix, (24, 1176), "the matrix")
     if np.allclose(matrix, weight.reshape(24, -1)):
-        raise NotYet("that is the weight for (C, T, 14, 14) rows; the port's rows put T before C: move the weight's "
-                     "axes the same way before flattening")
-    expect_close(rows_tc @ matrix.T, want, "rows_tc @ matrix.T", hint="transpose the weight's (C, T) axes")
+        raise NotYet("that is the weight for (C, T, 14, 14) rows; the port's rows put T before C, and the weight's "
+                     "columns must follow the rows' layout")
+    expect_close(rows_tc @ matrix.T, want, "rows_tc @ matrix.T", hint="each column of the matrix must meet the pixel it multiplies")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,7 +252,7 @@ def check_04_1(fn):
     want = vu.get_vision_cu_seqlens(torch.tensor(grids)).numpy()
     got = as_array(call(fn, grids), "cu_seqlens")
     if got.shape == (len(grids) + 1,):
-        raise NotYet("one boundary per entry: but a video's frame pairs are separate segments (repeat h*w t times)")
+        raise NotYet("one boundary per entry: but a video's frame pairs are separate segments")
     if got.shape == (len(want) - 1,):
         raise NotYet("start with 0: cu_seqlens has one more value than there are segments")
     expect_shape(got, want.shape, "cu_seqlens")
@@ -266,7 +260,7 @@ def check_04_1(fn):
         raise NotYet(f"cu_seqlens {got.tolist()} differs from transformers' {want.tolist()}")
 
 
-@exercise("04.2", "window_index", "the window index and cu_window_seqlens of a batch of two images")
+@exercise("04.2", "window_index", "the window index of two images, for any window size")
 def check_04_2(fn):
     from transformers import vision_utils as vu
 
@@ -284,27 +278,45 @@ def check_04_2(fn):
         raise NotYet(f"window_index differs from transformers' (first differences at {np.flatnonzero(index[:len(want_index)] != want_index[:len(index)])[:5].tolist()})")
     if not np.array_equal(cu, want_cu):
         raise NotYet(f"window_index is right; cu_window_seqlens {cu.tolist()} differs from {want_cu.tolist()} "
-                     f"(count patches, 4 per merged token, continue the sum across images, drop empty windows)")
+                     f"(it counts patch rows, continues across images and has no empty windows)")
+    big_index, big_cu = (t.numpy() for t in vu.get_vision_window_index(torch.tensor(grids), 2, 224, 14))
+    got = call(fn, grids, 224)
+    if not (isinstance(got, tuple) and len(got) == 2):
+        raise NotYet("return a pair (window_index, cu_window_seqlens)")
+    if np.array_equal(as_array(got[0], "window_index"), want_index):
+        raise NotYet("with window_size=224 you return the 112-px windows: the window side follows window_size")
+    if not (np.array_equal(as_array(got[0], "window_index"), big_index)
+            and np.array_equal(as_array(got[1], "cu_window_seqlens"), big_cu)):
+        raise NotYet("with window_size=224 (windows of 8x8 merged tokens) the result differs from transformers'")
 
 
 # --------------------------------------------------------------------------------------------------
 # 05 · norms and activations
 # --------------------------------------------------------------------------------------------------
-@exercise("05.1", "rms_norm", "RMSNorm as Qwen2.5-VL's (eps 1e-6)")
+@exercise("05.1", "rms_norm_sharded", "RMSNorm with the channels split over devices (tensor parallel)")
 def check_05_1(fn):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
 
     r = rng(6)
-    x = (r.standard_normal((5, 64)) * 1e-3 + 2e-3).astype(np.float32)     # small values: eps matters
-    weight = r.standard_normal(64).astype(np.float32)
-    norm = Qwen2_5_VLRMSNorm(64, eps=1e-6)
-    norm.weight.data = torch.from_numpy(weight)
-    want = norm(torch.from_numpy(x)).detach().numpy()
-    got = as_array(call(fn, x.copy(), weight.copy()), "the output")
-    centred = x - x.mean(-1, keepdims=True)
-    if got.shape == want.shape and np.allclose(got, centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6) * weight, rtol=1e-4):
-        raise NotYet("that is LayerNorm (mean subtracted); RMSNorm divides by the root mean square only")
-    expect_close(got, want, "RMSNorm", hint="x / sqrt(mean(x^2) + eps) * weight over the last axis, eps = 1e-6 inside the root")
+    x = (r.standard_normal((5, 96)) * 1e-3 + 2e-3).astype(np.float32)     # small values: eps matters
+    weight = r.standard_normal(96).astype(np.float32)
+    norm = Qwen2_5_VLRMSNorm(96, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.from_numpy(weight))
+        want = norm(torch.from_numpy(x)).numpy()
+    cuts = [0, 32, 80, 96]                                                # three devices, unequal shares
+    shards = [x[:, a:b].copy() for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [weight[a:b].copy() for a, b in zip(cuts[:-1], cuts[1:])]
+    got = call(fn, shards, pieces)
+    if not isinstance(got, (list, tuple)) or len(got) != 3:
+        raise NotYet("return one normalised shard per input shard (a list of 3 arrays)")
+    got = np.concatenate([as_array(g, "a shard") for g in got], axis=-1)
+    expect_shape(got, want.shape, "the concatenated shards")
+    local = np.concatenate([s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-6) * w for s, w in zip(shards, pieces)], -1)
+    if np.allclose(got, local, rtol=1e-4):
+        raise NotYet("each shard normalised by its own mean square: the root mean square is over all D channels, "
+                     "so the devices must share their partial sums")
+    expect_close(got, want, "sharded RMSNorm", rtol=1e-5)
 
 
 @exercise("05.2", "quick_gelu", "Qwen2-VL's QuickGELU")
@@ -317,7 +329,7 @@ def check_05_2(fn):
     expect_shape(got, want.shape, "QuickGELU")
     exact = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
     if np.allclose(got, exact, rtol=1e-5, atol=1e-6):
-        raise NotYet("that is the exact (erf) GELU; QuickGELU is x * sigmoid(1.702 x)")
+        raise NotYet("that is the exact (erf) GELU; QuickGELU is another approximation of it (notebook 5)")
     expect_close(got, want, "QuickGELU", hint="x * sigmoid(1.702 x)")
 
 
@@ -349,15 +361,19 @@ def check_05_3(fn):
 # --------------------------------------------------------------------------------------------------
 # 06 · attention
 # --------------------------------------------------------------------------------------------------
-def _sdpa_segments(q, k, v, cu):
+def _sdpa_segments(q, k, v, cu, pad_to=None):
+    """torch's attention per segment; ``pad_to``: each segment's keys padded with zero rows up to that length and
+    *not* masked (what a port that forgets the padding mask computes)."""
     out = np.empty_like(q)
     for a, b in zip(cu[:-1], cu[1:]):
         t = [torch.from_numpy(np.ascontiguousarray(z[a:b].transpose(1, 0, 2))) for z in (q, k, v)]
+        if pad_to is not None:
+            t[1:] = [torch.nn.functional.pad(z, (0, 0, 0, pad_to - (b - a))) for z in t[1:]]
         out[a:b] = torch.nn.functional.scaled_dot_product_attention(*t).numpy().transpose(1, 0, 2)
     return out
 
 
-@exercise("06.1", "segment_attention", "attention within segments (q, k, v [N, heads, head_dim])")
+@exercise("06.1", "padded_batch_attention", "segments padded into one batch with a mask, as SDPA ports run them")
 def check_06_1(fn):
     r = rng(8)
     q, k, v = (r.standard_normal((40, 2, 16)).astype(np.float32) for _ in range(3))
@@ -365,11 +381,15 @@ def check_06_1(fn):
     want = _sdpa_segments(q, k, v, cu)
     got = as_array(call(fn, q.copy(), k.copy(), v.copy(), cu.copy()), "the output")
     expect_shape(got, want.shape, "the output")
+    if not np.all(np.isfinite(got)):
+        raise NotYet("the output holds NaN or Inf: a padded row or key must never reach the softmax's sum")
     if np.allclose(got, _sdpa_segments(q, k, v, np.array([0, 40])), rtol=1e-4, atol=1e-5):
         raise NotYet("tokens attend across segments: each segment cu[i]:cu[i+1] attends only to itself")
-    if np.allclose(got, _sdpa_segments(q * 4, k, v, cu), rtol=1e-4, atol=1e-5):
-        raise NotYet("scores are not scaled: multiply q k^T by head_dim ** -0.5")
-    expect_close(got, want, "segment attention", hint="softmax(q k^T / sqrt(d)) v per segment and head")
+    padded_keys = _sdpa_segments(q, k, v, cu, pad_to=16)
+    if np.allclose(got, padded_keys, rtol=1e-4, atol=1e-5):
+        raise NotYet("the padding keys take part in the softmax: mask them out (each query sees only its segment's "
+                     "real keys)")
+    expect_close(got, want, "padded batch attention")
 
 
 @exercise("06.2", "chunked_attention", "full attention over key blocks with an online softmax, memory-bounded")
@@ -471,9 +491,9 @@ def check_08_2(fn):
     got = as_array(call(fn, tokens.copy(), index.copy()), "the tokens")
     expect_shape(got, want.shape, "the tokens")
     if np.array_equal(got, tokens[index]):
-        raise NotYet("that applies the permutation a second time; undo it with its inverse, argsort(window_index)")
+        raise NotYet("that applies the permutation a second time; the tokens must come back, not move again")
     if not np.array_equal(got, want):
-        raise NotYet("tokens differ from transformers' reverse_indices = argsort(window_index)")
+        raise NotYet("tokens differ from transformers' natural order (its reverse_indices)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -502,21 +522,22 @@ def check_10_1(fn):
                      f"{want[:, i].tolist()}. After an image, text continues at start + max(h, w) / 2")
 
 
-@exercise("10.2", "temporal_positions", "Qwen2.5-VL video temporal offsets, computed as transformers does")
+@exercise("10.2", "omni_temporal_positions", "Qwen2.5-Omni video temporal offsets, exactly as its thinker")
 def check_10_2(fn):
     from transformers import BatchFeature
 
-    for tps, sec in [(25, 1 / 3), (2, 0.75), (25, 2 / 3), (2, 1.0)]:
+    for sec in (1 / 3, 2 / 3, 0.5, 1.0, 0.08):                         # 0.08 s: a 25-fps video
         sec32 = BatchFeature({"s": [sec]}, tensor_type="pt")["s"][0]
-        want = (torch.arange(13) * (tps * sec32)).long().numpy()
-        got = as_array(call(fn, 13, tps, sec), "the offsets")
+        want = (torch.arange(13) * sec32.float() * 25).long().numpy()     # the thinker's get_rope_index
+        got = as_array(call(fn, 13, sec), "the offsets")
         expect_shape(got, want.shape, "the offsets")
         if not np.array_equal(got, want):
-            f64 = np.floor(np.arange(13) * (tps * sec)).astype(int)
-            hint = (" (that is the float64 result: transformers multiplies in float32)" if np.array_equal(got, f64)
-                    else "")
-            raise NotYet(f"tokens_per_second={tps}, {sec:.4f} s per frame pair: yours {got.tolist()}, "
-                         f"transformers {want.tolist()}{hint}")
+            vl_order = (torch.arange(13) * (25 * sec32)).long().numpy()
+            f64 = np.floor(np.arange(13) * sec * 25).astype(int)
+            hint = (" (that is Qwen2.5-VL's order, arange * (25 * seconds): Omni multiplies by the seconds first)"
+                    if np.array_equal(got, vl_order) else
+                    " (that is the float64 result: the thinker computes in float32)" if np.array_equal(got, f64) else "")
+            raise NotYet(f"{sec:.4f} s per frame pair: yours {got.tolist()}, transformers {want.tolist()}{hint}")
 
 
 # --------------------------------------------------------------------------------------------------

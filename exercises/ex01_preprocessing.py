@@ -14,10 +14,10 @@ def first_c_rounding_mismatch():
     raise NotImplementedError
 
 
-def patchify(frames):
-    """frames: float32 [2, 3, H, W] (a frame pair), H and W multiples of 28.
-    Return pixel_values [H/14 * W/14, 1176]: one row per 14x14 patch, rows in 2x2 merge-block order
-    (blocks in raster order, inside a block (0,0), (0,1), (1,0), (1,1)), each row laid out (C, T, 14, 14)."""
+def unpatchify(pixel_values, grid_thw):
+    """The inverse of the processor's patchify, for one image: ``pixel_values [h * w, 1176]`` and ``grid_thw``
+    (1, h, w) -> the frame pair float32 [2, 3, 14 * h, 14 * w]. (A port that can undo the layout has understood
+    it: notebook 1, section 4.)"""
     raise NotImplementedError
 
 

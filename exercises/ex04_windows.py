@@ -12,8 +12,8 @@ def cu_seqlens(grids):
     raise NotImplementedError
 
 
-def window_index(grids):
-    """grids: a list of (t, h, w) (window 112 px, patch 14, merge 2: windows of 4x4 merged tokens).
-    Return (window_index, cu_window_seqlens) as transformers' get_vision_window_index does for the
-    whole batch: indices of merged tokens offset by the entries before, boundaries in patch rows."""
+def window_index(grids, window_size=112):
+    """grids: a list of (t, h, w) images (t = 1) in patches; ``window_size`` in pixels (112 as released; the
+    checker also asks for 224). Return (window_index, cu_window_seqlens) for the whole batch, as transformers'
+    get_vision_window_index (14-px patches, 2x2 merge)."""
     raise NotImplementedError

@@ -6,8 +6,11 @@ Solutions: exercises/solutions/ex05_norms.py (try first!)
 
 
 
-def rms_norm(x, weight, eps=1e-6):
-    """RMSNorm over the last axis, as Qwen2.5-VL's vision blocks: return float32 like x."""
+def rms_norm_sharded(shards, weight_shards, eps=1e-6):
+    """RMSNorm (Qwen2.5-VL's, eps inside the root) when the channels of every row are split over devices, as a
+    tensor-parallel port splits them: ``shards`` a list of float32 [n, D_i] (the D channels, in order),
+    ``weight_shards`` the matching pieces of the gain. Return the normalised shards, each [n, D_i], with each
+    device using only its own shard plus one number per row from the others."""
     raise NotImplementedError
 
 

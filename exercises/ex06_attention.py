@@ -6,9 +6,11 @@ Solutions: exercises/solutions/ex06_attention.py (try first!)
 
 
 
-def segment_attention(q, k, v, cu_seqlens):
-    """q, k, v: float32 [N, heads, head_dim]; cu_seqlens: the segment boundaries. Return [N, heads,
-    head_dim]: softmax(q k^T / sqrt(head_dim)) v within each segment, per head."""
+def padded_batch_attention(q, k, v, cu_seqlens):
+    """Attention within segments the way an SDPA- or ONNX-based port runs it: pad every segment
+    ``cu_seqlens[i]:cu_seqlens[i+1]`` of q, k, v [N, heads, head_dim] to the longest one, run one batched attention
+    ``[segments, heads, L_max, L_max]`` with the padding masked out, and return the real rows [N, heads, head_dim]
+    in their original order."""
     raise NotImplementedError
 
 

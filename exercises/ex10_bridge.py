@@ -12,7 +12,8 @@ def rope_index_images(input_ids, image_grid_thw):
     raise NotImplementedError
 
 
-def temporal_positions(t, tokens_per_second, second_per_grid_t):
-    """The temporal M-RoPE offsets of a Qwen2.5-VL video's t frame pairs: int [t], exactly as
-    transformers computes them (its processor hands second_per_grid_t over as float32)."""
+def omni_temporal_positions(t, second_per_grid_t, position_id_per_seconds=25):
+    """The temporal M-RoPE offsets of a video's t frame pairs in Qwen2.5-Omni: ``position_id_per_seconds``
+    positions per second of video (25), int [t], exactly as its thinker computes them -- mind the order of the
+    multiplications and the float32 (compare notebook 10, section 5, for Qwen2.5-VL)."""
     raise NotImplementedError

@@ -40,8 +40,7 @@ def _solution(key):
 
 WRONG = {
     "01.1": (lambda: 42, "not it"),
-    "01.2": (lambda f: _solution("01.2")(f).reshape(f.shape[2] // 14, f.shape[3] // 28, 2, -1)
-             .transpose(0, 2, 1, 3).reshape(-1, 1176), "another order"),
+    "01.2": (lambda rows, grid: _solution("01.2")(rows, grid)[::-1].copy(), "frames are swapped"),
     "01.3": (lambda p: np.moveaxis((p / 255.0 - np.array([0.48145466, 0.4578275, 0.40821073]))
                                    / np.array([0.26862954, 0.26130258, 0.27577711]), -1, 0).astype(np.float32),
              "not bit-identical"),                                  # all in float64, cast at the end
@@ -51,29 +50,37 @@ WRONG = {
              "raster-order"),
     "03.2": (lambda d: np.arange(d), "scores differ"),
     "04.1": (lambda grids: np.concatenate([[0], np.cumsum([h * w * t for t, h, w in grids])]), "frame pairs"),
-    "04.2": (lambda grids: _no_offset(grids), "start at 0 again"),
-    "05.1": (lambda x, w, eps=1e-6: (x - x.mean(-1, keepdims=True))
-             / np.sqrt(((x - x.mean(-1, keepdims=True)) ** 2).mean(-1, keepdims=True) + eps) * w, "LayerNorm"),
+    "04.2": (lambda grids, window_size=112: _no_offset(grids, window_size), "start at 0 again"),
+    "05.1": (lambda shards, weights, eps=1e-6: [x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+                                                for x, w in zip(shards, weights)], "own mean square"),
     "05.2": (lambda x: 0.5 * x * (1 + np.vectorize(__import__("math").erf)(x / np.sqrt(2))), "exact"),
     "05.3": (lambda x, **p: _solution("05.3")(x, **dict(p, gate_proj_weight=p["up_proj_weight"],
                                                          up_proj_weight=p["gate_proj_weight"],
                                                          gate_proj_bias=p["up_proj_bias"],
                                                          up_proj_bias=p["gate_proj_bias"])), "swapped"),
     "06.1": (lambda q, k, v, cu: _solution("06.1")(q, k, v, np.array([0, len(q)])), "across segments"),
-    "06.2": (lambda q, k, v, chunk: _solution("06.1")(q, k, v, np.array([0, len(q)])), "peak memory"),
+    "06.2": (lambda q, k, v, chunk: _full_softmax(q, k, v), "peak memory"),
     "07.1": (lambda x, h, w: x, "unchanged"),
     "07.2": (lambda x, ln_q_weight, **p: _solution("07.2")(x, np.ones_like(ln_q_weight), **p), "differs"),
     "08.1": (lambda x, index: x[index], "groups of 4"),
     "08.2": (lambda t, index: t[index], "second time"),
     "10.1": (lambda ids, grids: _max_plus_one(ids, grids), "first difference"),
-    "10.2": (lambda t, tps, s: np.floor(np.arange(t) * (tps * s)).astype(int), "float64"),
+    "10.2": (lambda t, s, pps=25: (np.arange(t, dtype=np.float32) * (np.float32(pps) * np.float32(s))).astype(int),
+             "Qwen2.5-VL's order"),
 }
 
 
-def _no_offset(grids):
+def _full_softmax(q, k, v):
+    """Right, but the whole [heads, N, N] score matrix at once."""
+    s = np.einsum("qhd,khd->hqk", q, k) * q.shape[-1] ** -0.5
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("hqk,khd->qhd", p / p.sum(-1, keepdims=True), v)
+
+
+def _no_offset(grids, window_size=112):
     index, cu = [], [0]
     for g in grids:
-        i, c = _solution("04.2")([g])
+        i, c = _solution("04.2")([g], window_size)
         index.extend(i)
         cu.extend(c[1:] + cu[-1])
     return np.array(index), np.array(cu)

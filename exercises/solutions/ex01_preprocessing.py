@@ -23,15 +23,12 @@ def first_c_rounding_mismatch():
             return n
 
 
-def patchify(frames):
-    """frames: float32 [2, 3, H, W] (a frame pair), H and W multiples of 28.
-    Return pixel_values [H/14 * W/14, 1176]: one row per 14x14 patch, rows in 2x2 merge-block order
-    (blocks in raster order, inside a block (0,0), (0,1), (1,0), (1,1)), each row laid out (C, T, 14, 14)."""
-    T, C, H, W = frames.shape
-    gh, gw = H // 14, W // 14
-    x = frames.reshape(1, T, C, gh // 2, 2, 14, gw // 2, 2, 14)
-    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)          # (t, bh, bw, ih, iw, C, T, ph, pw)
-    return x.reshape(gh * gw, C * T * 14 * 14)
+def unpatchify(pixel_values, grid_thw):
+    """The inverse of the processor's patchify: rows [h * w, 1176] -> the frame pair [2, 3, 14 h, 14 w]."""
+    t, h, w = (int(v) for v in np.asarray(grid_thw).reshape(-1))
+    x = np.asarray(pixel_values).reshape(t, h // 2, w // 2, 2, 2, 3, 2, 14, 14)   # (t, bh, bw, ih, iw, C, T, ph, pw)
+    x = x.transpose(0, 6, 5, 1, 3, 7, 2, 4, 8)                                   # (t, T, C, bh, ih, ph, bw, iw, pw)
+    return x.reshape(2 * t, 3, 14 * h, 14 * w)
 
 
 def normalize(pixels):

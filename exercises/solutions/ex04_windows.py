@@ -10,19 +10,20 @@ def cu_seqlens(grids):
     return np.concatenate([[0], np.cumsum(lengths)])
 
 
-def window_index(grids):
-    """grids: a list of (t, h, w) (window 112 px, patch 14, merge 2: windows of 4x4 merged tokens).
-    Return (window_index, cu_window_seqlens) as transformers' get_vision_window_index does for the
+def window_index(grids, window_size=112):
+    """grids: a list of (t, h, w); ``window_size`` px (patch 14, merge 2: windows of window_size // 28 merged
+    tokens a side). Return (window_index, cu_window_seqlens) as transformers' get_vision_window_index does for the
     whole batch: indices of merged tokens offset by the entries before, boundaries in patch rows."""
+    ws = window_size // 2 // 14
     index, cu, offset = [], [0], 0
     for t, h, w in grids:
         gh, gw = h // 2, w // 2
         ids = np.arange(t * gh * gw).reshape(t, gh, gw)
-        ph, pw = 4 - gh % 4, 4 - gw % 4                  # transformers pads by 4 even when it divides
+        ph, pw = ws - gh % ws, ws - gw % ws                # transformers pads a whole window even when it divides
         padded = np.full((t, gh + ph, gw + pw), -100)
         padded[:, :gh, :gw] = ids
-        nh, nw = (gh + ph) // 4, (gw + pw) // 4
-        windows = padded.reshape(t, nh, 4, nw, 4).transpose(0, 1, 3, 2, 4).reshape(-1, 16)
+        nh, nw = (gh + ph) // ws, (gw + pw) // ws
+        windows = padded.reshape(t, nh, ws, nw, ws).transpose(0, 1, 3, 2, 4).reshape(-1, ws * ws)
         for win in windows:
             real = win[win != -100]
             if len(real):

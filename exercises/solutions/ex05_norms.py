@@ -3,10 +3,11 @@
 import numpy as np
 
 
-def rms_norm(x, weight, eps=1e-6):
-    """RMSNorm over the last axis, as Qwen2.5-VL's vision blocks: return float32 like x."""
-    x64 = x.astype(np.float32)
-    return (x64 / np.sqrt((x64 * x64).mean(-1, keepdims=True) + eps) * weight).astype(x.dtype)
+def rms_norm_sharded(shards, weight_shards, eps=1e-6):
+    width = sum(s.shape[-1] for s in shards)
+    total = sum((s.astype(np.float32) ** 2).sum(-1, keepdims=True) for s in shards)   # the all-reduce
+    scale = 1.0 / np.sqrt(total / np.float32(width) + np.float32(eps))                # the mean over all D
+    return [(s * scale).astype(np.float32) * w for s, w in zip(shards, weight_shards)]
 
 
 def quick_gelu(x):

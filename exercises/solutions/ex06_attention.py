@@ -3,16 +3,20 @@
 import numpy as np
 
 
-def segment_attention(q, k, v, cu_seqlens):
-    """q, k, v: float32 [N, heads, head_dim]; cu_seqlens: the segment boundaries. Return [N, heads,
-    head_dim]: softmax(q k^T / sqrt(head_dim)) v within each segment, per head."""
-    out = np.empty_like(q)
-    for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:]):
-        qs, ks, vs = (z[a:b].transpose(1, 0, 2) for z in (q, k, v))       # [heads, L, d]
-        s = qs @ ks.transpose(0, 2, 1) * q.shape[-1] ** -0.5
-        p = np.exp(s - s.max(-1, keepdims=True))
-        out[a:b] = ((p / p.sum(-1, keepdims=True)) @ vs).transpose(1, 0, 2)
-    return out
+def padded_batch_attention(q, k, v, cu_seqlens):
+    cu = np.asarray(cu_seqlens)
+    lengths = np.diff(cu)
+    S, L, (_, heads, d) = len(lengths), int(lengths.max()), q.shape
+    batch = [np.zeros((S, L, heads, d), np.float32) for _ in range(3)]
+    for i, (a, b) in enumerate(zip(cu[:-1], cu[1:])):
+        for pad, t in zip(batch, (q, k, v)):
+            pad[i, : b - a] = t[a:b]
+    qb, kb, vb = (t.transpose(0, 2, 1, 3) for t in batch)                  # [S, heads, L, d]
+    scores = qb @ kb.transpose(0, 1, 3, 2) * d ** -0.5                      # [S, heads, L, L]
+    scores = np.where((np.arange(L)[None, :] < lengths[:, None])[:, None, None, :], scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    out = (p / p.sum(-1, keepdims=True)) @ vb                              # [S, heads, L, d]
+    return np.concatenate([out[i, :, :length].transpose(1, 0, 2) for i, length in enumerate(lengths)])
 
 
 def chunked_attention(q, k, v, chunk):

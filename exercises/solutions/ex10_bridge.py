@@ -20,8 +20,6 @@ def rope_index_images(input_ids, image_grid_thw):
     return np.concatenate(positions, axis=1)
 
 
-def temporal_positions(t, tokens_per_second, second_per_grid_t):
-    """The temporal M-RoPE offsets of a Qwen2.5-VL video's t frame pairs: int [t], exactly as
-    transformers computes them (its processor hands second_per_grid_t over as float32)."""
-    interval = np.float32(tokens_per_second) * np.float32(second_per_grid_t)
-    return (np.arange(t).astype(np.float32) * interval).astype(np.int64)
+def omni_temporal_positions(t, second_per_grid_t, position_id_per_seconds=25):
+    steps = np.arange(t, dtype=np.float32) * np.float32(second_per_grid_t)  # arange * seconds first, in float32
+    return (steps * np.float32(position_id_per_seconds)).astype(np.int64)  # then * 25, then truncated
