@@ -629,7 +629,6 @@ def check_12_1(fn):
 
 @exercise("12.2", "locate_bug", "read compare's verdict: the stage where an injected bug lives")
 def check_12_2(fn):
-    import qvlearn
     from qvlearn.tools import bugs
     from qvlearn.tools.cache import default_model
 
@@ -642,7 +641,6 @@ def check_12_2(fn):
         if got != bugs.BUGS[name].stage:
             raise NotYet(f"a port with one bug injected: got {got!r}, but the first stage beyond tolerance is "
                          f"elsewhere (look at every stage in forward order, and at the scale error too)")
-    del qvlearn
 
 
 # --------------------------------------------------------------------------------------------------

@@ -447,7 +447,7 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
     vision = dict(base["vision_config"], **vision_overrides)
     kind = FAMILY_TABLE[family]
     if kind.windows and "depth" in vision_overrides and "fullatt_block_indexes" not in vision_overrides:
-        vision["fullatt_block_indexes"] = _fullatt_for_depth(vision, preset)
+        vision["fullatt_block_indexes"] = _fullatt_for_depth(vision)
     tokens = dict(kind.token_ids)
     head = dict(architectures=[kind.architectures[base["model_type"]]], model_type=base["model_type"])
     if kind.container:  # the Omni models: the thinker's config holds the tower and the token ids
@@ -459,7 +459,7 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
     return config
 
 
-def _fullatt_for_depth(vision: dict, preset: str) -> list:
+def _fullatt_for_depth(vision: dict) -> list:
     """The full-attention blocks of a windowed preset cut to another depth (``depth=4``): the released ones that
     still exist, and the last block, which is full in every release (7, 15, 23, 31 of 32)."""
     depth = int(vision["depth"])
