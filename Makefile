@@ -4,7 +4,8 @@
 #               every notebook again under other numerics, and check that the run left the tree unchanged
 #               (and the test suite again against the newest transformers, NEXT_TRANSFORMERS)
 # Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next,
-#   make test-slow (the tests marked slow, by hand).
+#   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp checked stage by stage and timed:
+#   docs/conformance.md; about 35 minutes on 2 cores, not part of make test).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -29,7 +30,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test test-next test-slow notebooks clean
+.PHONY: setup lab test test-next test-slow notebooks clean conformance
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
@@ -73,6 +74,12 @@ $(NEXT)/.installed: $(VENV)/.installed
 test-next: $(NEXT)/.installed
 	@echo "== the test suite again against transformers $(NEXT_TRANSFORMERS)"
 	PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# llama.cpp's Qwen-VL towers against transformers, stage by stage, as released and after each of the patches in
+# tools/conformance/patches/, and timed: fetches llama.cpp's pinned source from the package index, builds it in
+# build/conformance/, rewrites docs/conformance.md, docs/conformance/results.json and docs/conformance/taps/.
+conformance: setup
+	$(PY) tools/conformance/conformance.py
 
 # The tests marked slow (minutes each: the attention memory bound, the benchmark's subprocess smoke runs): by hand.
 test-slow: setup
