@@ -229,8 +229,7 @@ def pictures(patch: int) -> list[Picture]:
                     f"{64 if q3 else 4}" + (" (so resized up)" if q3 else "")),
             Picture("phone", None, "images/sample_phone.jpg as PNG: stored 600x512 with EXIF orientation 6, shown "
                                    "512x600", file="images/sample_phone.jpg"),
-            Picture("vga", (640, 480), "640x480", realistic=True),
-            Picture("xga", (1024, 768), "1024x768", realistic=True)]
+            Picture("vga", (640, 480), "640x480", realistic=True)]
 
 
 def image_file(pic: Picture) -> Path:
@@ -394,7 +393,8 @@ def grid_case(build_dir: Path, src: Path, tower: Tower, snapshot: Path, size: tu
     stdout = sh([build_dir / "harness", "--text", src / "models" / "ggml-vocab-qwen2.gguf", "--mmproj",
                  snapshot / "mmproj-f32.gguf", "--image", image, "--tokens-only"])
     tokens = int(stdout.split("tokens ")[1].split()[0])
-    module = importlib.import_module("transformers.models.qwen2_vl.image_processing_qwen2_vl")
+    # the Pil processor's module: the other one imports torchvision, whose wheels here fail next to the CPU torch
+    module = importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
     f = 2 * pre["patch_size"]
     h, w = module.smart_resize(size[1], size[0], factor=f, min_pixels=pre["min_pixels"],
                                max_pixels=pre["max_pixels"])
@@ -516,8 +516,14 @@ def main(argv=None) -> int:
     results = {"llama_cpp": {"sdist": SDIST, "commit": commit}, "threads": THREADS, "rtol": RTOL,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "build_s": build_s, "cases": [],
                "steps": []}
+    partial = WORK / "results-partial.json"
+
+    def checkpoint(phase: str) -> None:  # a failure later keeps what was measured (and says where it stopped)
+        partial.write_text(json.dumps({**results, "phase": phase}, indent=1) + "\n")
+
     log("llama.cpp as released")
     results["cases"] += run_matrix("upstream", WORK / "llama-build", src, towers, ("f32", "f16"), not args.quick)
+    checkpoint("upstream")
     steps_src, steps_build = WORK / "src-steps", WORK / "llama-build-steps"
     shutil.rmtree(steps_src, ignore_errors=True)
     shutil.copytree(src, steps_src, symlinks=True)
@@ -532,12 +538,14 @@ def main(argv=None) -> int:
                            last and not args.quick)
         results["steps"].append({"patch": patch.name, "rebuild_s": seconds, "variant": variant})
         results["cases"] += cases
+        checkpoint(variant)
     results["grids"] = [grid_case(build_dir, s, tower, write_snapshot(tower), size)
                         for build_dir, s in ((WORK / "llama-build", src), (steps_build, steps_src))
                         for tower in towers if not tower.tiny for size in REALISTIC]
     for g, variant in zip(results["grids"], ["upstream"] * (len(results["grids"]) // 2) +
                           ["patched"] * (len(results["grids"]) // 2)):
         g["variant"] = variant
+    checkpoint("grids")
     if not args.quick:
         log("timing")
         results["timing"] = timing({"upstream": WORK / "llama-build", "patched": steps_build}, src)
