@@ -19,8 +19,11 @@ DEPARTURES = {
                ("tools/mtmd/models/qwen2vl.cpp", "clip_graph_qwen2vl::build_inp_with_temporal_merge")],
         cause="The Conv3d is two `ggml_conv_2d` calls (one per frame of the temporal pair). `ggml_conv_2d` builds its "
               "im2col in float16 for every kernel that is not bf16 (`a->type == GGML_TYPE_BF16 ? GGML_TYPE_F32 : "
-              "GGML_TYPE_F16`), so the normalised pixels are rounded to half precision (about 3e-4 relative) before "
-              "the matmul, whatever the mmproj's type.",
+              "GGML_TYPE_F16`), so the normalised pixels are rounded to half precision, and the matmul, whose first "
+              "operand is then f16, converts the f32 kernel to f16 too: pixels and patch-embedding weights both carry "
+              "half-precision rounding (about 3e-4 relative at the first stage), whatever the mmproj's type. "
+              "Notebook 15 reproduces the stage to float32 noise by rounding both in qvlearn's own tower (the "
+              "pixels alone are not enough).",
         fix="An f32 kernel keeps an f32 im2col (`a->type == GGML_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32`).",
         families="all four", stage="the first stage after the patch embedding: `blocks.0.norm1` (Qwen2-VL, "
                                    "Qwen2.5-VL), `patch_embeds` (Qwen3-VL, Qwen3.5)",
