@@ -5,7 +5,7 @@
 #               (and the test suite again against the newest transformers, NEXT_TRANSFORMERS)
 # Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next,
 #   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp checked stage by stage and timed:
-#   docs/conformance.md; about 35 minutes on 2 cores, not part of make test).
+#   docs/conformance.md; about 25 minutes on 2 cores from a fresh clone, not part of make test).
 
 PYTHON ?= python3
 VENV   ?= .venv
