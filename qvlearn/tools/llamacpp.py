@@ -68,8 +68,7 @@ def read_dump(directory) -> dict[str, np.ndarray]:
 
 def _family_kind(family: str) -> tuple[str, bool, bool, int]:
     entry = family_entry(family)
-    norm_stage = "merger.norm" if entry.merger_names[0] == "norm" else "merger.ln_q"
-    return norm_stage, entry.mlp == "gated", entry.windows, entry.preprocessing["patch_size"]
+    return f"merger.{entry.merger_names[0]}", entry.mlp == "gated", entry.windows, entry.preprocessing["patch_size"]
 
 
 def taps_from_llamacpp(arrays: dict, family: str, *, embeddings: np.ndarray, out_width: int,
@@ -120,10 +119,9 @@ def taps_from_llamacpp(arrays: dict, family: str, *, embeddings: np.ndarray, out
     depth = 0
     while f"layer_out-{depth}" in arrays:
         depth += 1
-    per_block = [("ln1", "norm1"), ("Qcur_rope", "attn.q"), ("Kcur_rope", "attn.k"), ("attn_out", "attn"),
-                 ("ffn_inp", "residual1"), ("ffn_inp_normed", "norm2"), ("ffn_out", "mlp")]
-    per_block += ([("ffn_gate_b", "mlp.gate"), ("ffn_up_b", "mlp.up"), ("ffn_swiglu", "mlp.act")] if gated else
-                  [("ffn_up_b", "mlp.fc1"), ("ffn_gelu_quick", "mlp.act"), ("ffn_gelu", "mlp.act")])
+    mlp = "gated" if gated else "fc"
+    per_block = [(name.removesuffix("-{i}"), stage.removeprefix("blocks.{i}.")) for name, stage, families, _
+                 in LLAMACPP_STAGES if name.endswith("-{i}") and stage != "blocks.{i}" and families in ("all", mlp)]
     for i in range(depth):
         for name, stage in per_block:
             if f"{name}-{i}" in arrays and f"blocks.{i}.{stage}" not in stages:

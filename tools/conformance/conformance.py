@@ -477,17 +477,13 @@ def run_matrix(variant: str, build_dir: Path, src: Path, towers, outtypes, save:
                     save_as = None
                     if (save and tower.tiny and outtype == "f32" and (pic.name, variant, flash) in COMMITTED
                             and (pic.name == "multiple" or tower.name == "tiny-qwen2.5-vl")):
-                        save_as = f"{tower.name}-{pic.name}-{variant_slug(variant)}-{'fa' if flash else 'nofa'}"
+                        save_as = f"{tower.name}-{pic.name}-{variant}-{'fa' if flash else 'nofa'}"
                     case = run_case(variant, build_dir, src, tower, snapshot, pic, outtype, flash, save_as)
                     cases.append(case)
                     e2e = case["end_to_end"]
                     log(f"  {variant:12s} {tower.name:16s} {pic.name:12s} {outtype} fa={int(flash)}: "
                         f"first {e2e['first']} (rel {e2e['first_rel'] or 0:.1e}); embeddings {e2e['embeddings_rel']:.1e}")
     return cases
-
-
-def variant_slug(variant: str) -> str:
-    return "upstream" if variant == "upstream" else "patched" if variant == "patched" else variant
 
 
 def main(argv=None) -> int:
@@ -539,12 +535,10 @@ def main(argv=None) -> int:
         results["steps"].append({"patch": patch.name, "rebuild_s": seconds, "variant": variant})
         results["cases"] += cases
         checkpoint(variant)
-    results["grids"] = [grid_case(build_dir, s, tower, write_snapshot(tower), size)
-                        for build_dir, s in ((WORK / "llama-build", src), (steps_build, steps_src))
+    results["grids"] = [{**grid_case(build_dir, s, tower, write_snapshot(tower), size), "variant": variant}
+                        for variant, build_dir, s in (("upstream", WORK / "llama-build", src),
+                                                      ("patched", steps_build, steps_src))
                         for tower in towers if not tower.tiny for size in REALISTIC]
-    for g, variant in zip(results["grids"], ["upstream"] * (len(results["grids"]) // 2) +
-                          ["patched"] * (len(results["grids"]) // 2)):
-        g["variant"] = variant
     checkpoint("grids")
     if not args.quick:
         log("timing")
