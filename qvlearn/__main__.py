@@ -1,5 +1,3 @@
-import sys
+from .tools.cli import run
 
-from .tools.cli import main
-
-sys.exit(main())
+run()

@@ -51,16 +51,23 @@ class Backend:
 
             self.xp, self.device = xp, "cpu"
         elif name == "cupy":
+            package = cupy_package()
+            if package is None:
+                raise BackendError("the cupy backend needs CuPy, which is not installed: pip install cupy-cuda12x "
+                                   "(CUDA 12 drivers) or cupy-cuda13x (CUDA 13; nvidia-smi shows which), or use "
+                                   "backend='numpy' on a CPU")
             try:
                 import array_api_compat.cupy as xp
                 import cupy
 
                 cupy.zeros(1, dtype=cupy.float32).sum().item()  # probe: importing works without a GPU
             except Exception as exc:  # ImportError, CUDA driver/runtime errors
-                raise BackendError(
-                    f"the cupy backend is not usable here ({type(exc).__name__}: {exc}). It needs an NVIDIA GPU "
-                    "and `pip install cupy-cuda12x` (or cupy-cuda13x); use backend='numpy' on a CPU.") from None
+                why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                raise BackendError(f"the cupy backend is not usable here: {package} is installed but finds no "
+                                   f"usable NVIDIA GPU ({why}); check nvidia-smi, install the cupy-cuda12x / "
+                                   "cupy-cuda13x that matches the driver's CUDA, or use backend='numpy'") from None
             self.xp, self.device, self._cupy = xp, cupy.cuda.Device(), cupy
+            self.package = package
         elif name == "strict":
             try:
                 import array_api_strict as xp
@@ -73,8 +80,21 @@ class Backend:
             raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS} "
                                f"(argument backend= or ${ENV_VAR})")
 
+    package = None
+    """The distribution behind the backend: ``"cupy-cuda13x 14.2.0"`` for CuPy (:func:`cupy_package`)."""
+
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
+
+    def describe(self) -> str:
+        """What runs the arrays: ``numpy (CPU)``, ``cupy-cuda13x 14.2.0 on NVIDIA H200 (CUDA runtime 13.0)``, ..."""
+        if self.name == "cupy":
+            runtime = self._cupy.cuda.runtime
+            props = runtime.getDeviceProperties(self.device.id)
+            gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+            version = runtime.runtimeGetVersion()
+            return f"{self.package} on {gpu} (CUDA runtime {version // 1000}.{version % 1000 // 10})"
+        return "numpy (CPU)" if self.name == "numpy" else "array_api_strict on a virtual device (the GPU stand-in)"
 
     # -- the only two places where data crosses between host and backend ----------------------------
     def asarray(self, host, dtype=None):
@@ -113,6 +133,25 @@ class Backend:
         if self.name == "cupy":
             return isinstance(x, self._cupy.ndarray)
         return is_strict_array(x) and x.device == self.device
+
+
+CUPY_DISTRIBUTIONS = ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")
+
+
+def cupy_package(installed=None) -> str | None:
+    """Which CuPy distribution is installed, as ``"cupy-cuda12x 13.6.0"`` (the first of
+    :data:`CUPY_DISTRIBUTIONS` found), or None. ``installed``: a name -> version mapping to look in instead of this
+    environment's packages."""
+    if installed is None:
+        from importlib import metadata
+
+        installed = {}
+        for name in CUPY_DISTRIBUTIONS:
+            try:
+                installed[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+    return next((f"{name} {installed[name]}" for name in CUPY_DISTRIBUTIONS if name in installed), None)
 
 
 def is_strict_array(x) -> bool:
@@ -201,4 +240,4 @@ def _erf_rational(x, xp):
     return x * p / q
 
 
-__all__ = ["Backend", "BACKENDS", "get_backend", "erf", "exp2_", "supports_out", "array_namespace"]
+__all__ = ["Backend", "BACKENDS", "cupy_package", "get_backend", "erf", "exp2_", "supports_out", "array_namespace"]

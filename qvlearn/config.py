@@ -37,6 +37,18 @@ HF_VISION_DEFAULTS = {name: f.hf_defaults for name, f in FAMILY_TABLE.items()}
 _ALIASES = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
 DEFAULT_ROPE_THETA = 10000.0
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "silu", "gelu", "gelu_pytorch_tanh")
+RELEASED_MAX = dict(depth=32, width=1280, num_heads=16, mlp_width=5120, out_hidden_size=8192, patch_size=16,
+                    temporal_patch_size=2, spatial_merge_size=2, in_channels=3, window_size=112,
+                    num_position_embeddings=2304)
+"""The largest value of each size any released tower uses (Qwen2-VL's MLP: 1280 x 4; Qwen2-VL-72B's out 8192)."""
+LIMIT_FACTOR = 16
+"""A config may go this many times past :data:`RELEASED_MAX` (a research variant, a wider tower); beyond that a
+value is refused before anything is built: a typo such as ``"depth": 1000000000`` would otherwise fill the memory
+with the names and shapes of a billion blocks."""
+_INT_KEYS = ("depth", "num_heads", "hidden_size", "intermediate_size", "out_hidden_size", "embed_dim", "patch_size",
+             "temporal_patch_size", "spatial_merge_size", "in_channels", "window_size", "num_position_embeddings")
+_NUMBER_KEYS = ("mlp_ratio", "tokens_per_second")
+_INDEX_LIST_KEYS = ("fullatt_block_indexes", "deepstack_visual_indexes")
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,12 @@ class VisionConfig:
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; expected one of "
                               f"{SUPPORTED_ACTIVATIONS}")
+        for name, largest in RELEASED_MAX.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and value > largest * LIMIT_FACTOR:
+                raise ConfigError(f"vision_config.{self.json_key(name)} = {value} is beyond any Qwen-VL tower: the "
+                                  f"largest released value is {largest}, and qvlearn takes up to "
+                                  f"{largest * LIMIT_FACTOR} ({LIMIT_FACTOR}x). Is it a typo?")
         self._check_block_indexes("fullatt_block_indexes")
         if self.kind.position_table:
             side = int(round(self.num_position_embeddings ** 0.5))
@@ -102,6 +120,8 @@ class VisionConfig:
 
     def _check_block_indexes(self, field: str) -> None:
         values = getattr(self, field)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in values):
+            raise ConfigError(f"vision_config.{field} must be a list of block numbers, got {list(values)!r}")
         bad = [i for i in values if not (0 <= int(i) < self.depth)]
         if bad:
             raise ConfigError(f"{field} {list(values)} name blocks outside 0..{self.depth - 1}: {bad}")
@@ -246,15 +266,20 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
             if len(set(values[key])) != 1:
                 raise ConfigError(f"{source}: non-square {key} {values[key]} is not supported")
             values[key] = values[key][0]
+    _check_types(values, source)
     try:
         kind = FAMILY_TABLE[family]
         if kind.json_keys.get("width") == "embed_dim":  # Qwen2-VL: the ViT width is embed_dim, hidden_size the LLM's
-            width, mlp_width, out = values["embed_dim"], int(values["embed_dim"] * values["mlp_ratio"]), values["hidden_size"]
+            mlp = values["embed_dim"] * values["mlp_ratio"]
+            if mlp != int(mlp):
+                raise ConfigError(f"vision_config.embed_dim {values['embed_dim']} x mlp_ratio {values['mlp_ratio']} "
+                                  f"= {mlp} is not a whole MLP width")
+            width, mlp_width, out = values["embed_dim"], int(mlp), values["hidden_size"]
         else:
             width, mlp_width, out = values["hidden_size"], values["intermediate_size"], values["out_hidden_size"]
-        fullatt = tuple(int(i) for i in values["fullatt_block_indexes"]) if kind.windows else ()
+        fullatt = tuple(values["fullatt_block_indexes"]) if kind.windows else ()
         # Qwen3.5's released configs carry an empty deepstack list, which its class drops
-        deepstack = tuple(int(i) for i in values["deepstack_visual_indexes"]) if kind.deepstack else ()
+        deepstack = tuple(values["deepstack_visual_indexes"]) if kind.deepstack else ()
         return VisionConfig(
             family=family, depth=values["depth"], width=width, num_heads=values["num_heads"],
             mlp_width=mlp_width, hidden_act=values["hidden_act"], out_hidden_size=out,
@@ -268,6 +293,31 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
         if isinstance(exc, ConfigError):
             raise ConfigError(f"{source}: {exc}") from None
         raise ConfigError(f"{source}: malformed vision_config ({exc})") from None
+
+
+def _check_types(values: dict, source: str) -> None:
+    """Every vision_config field qvlearn reads has the JSON type transformers' config class declares (as its strict
+    validation would refuse it): whole numbers, numbers, lists of block numbers, a string activation."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in _INT_KEYS:
+        if key in values and not (whole(values[key]) and values[key] > 0):
+            raise ConfigError(f"{source}: vision_config.{key} must be a positive integer, got "
+                              f"{values[key]!r} ({type(values[key]).__name__})")
+    for key in _NUMBER_KEYS:
+        value = values.get(key)
+        if key in values and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e9):
+            raise ConfigError(f"{source}: vision_config.{key} must be a positive number, got {value!r} "
+                              f"({type(value).__name__})")
+    for key in _INDEX_LIST_KEYS:
+        value = values.get(key)
+        if key in values and not (isinstance(value, (list, tuple)) and all(whole(i) for i in value)):
+            raise ConfigError(f"{source}: vision_config.{key} must be a list of block numbers such as [7, 15, 23, 31], "
+                              f"got {value!r} ({type(value).__name__})")
+    if "hidden_act" in values and not isinstance(values["hidden_act"], str):
+        raise ConfigError(f"{source}: vision_config.hidden_act must be a string such as {SUPPORTED_ACTIVATIONS[0]!r}, "
+                          f"got {values['hidden_act']!r}")
 
 
 def _titles() -> str:

@@ -20,6 +20,7 @@ Preprocessing is host-side work: it returns NumPy arrays; the encoder moves them
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Sequence
@@ -121,6 +122,7 @@ def load_image(image, steps: "Steps | None" = None) -> Image.Image:
         warnings.warn(f"an in-memory image has EXIF Orientation {orientation}: like transformers, qvlearn uses its "
                       "pixels as stored (sideways or mirrored). Pass the file path, or PIL.ImageOps.exif_transpose("
                       "image), to get it upright", UserWarning, stacklevel=3)
+    warn_lossy_mode(image, "an in-memory image")
     return steps.to_rgb(image)
 
 
@@ -137,8 +139,16 @@ def _check_path(given, what: str = "image") -> Path:
     if isinstance(text, str) and text.startswith(("http://", "https://", "data:")):
         raise ImageError(f"{text[:80]} is a URL: qvlearn reads local files only; download the {what} first")
     path = Path(text)
+    if not text:
+        raise ImageError(f"an empty {what} path: give a file name")
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an {what} file")
+    if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            why = "a loop of links" if exc.errno == errno.ELOOP else f"its target {os.readlink(path)} is missing"
+            raise ImageError(f"{path} is a symbolic link that leads to no file ({why})") from None
     if not path.exists():
         raise ImageError(f"{what} file not found: {path}")
     if not path.is_file():
@@ -172,6 +182,7 @@ def _load_path(image, steps) -> Image.Image:
             raise ImageError(f"empty image of size {opened.width}x{opened.height} (WxH) in {path}")
         try:
             opened.load()  # force decoding now: truncated files fail here, not later
+            warn_lossy_mode(opened, str(path))
             upright = ImageOps.exif_transpose(opened)  # EXIF Orientation 2..8 applied, as transformers does
             # then the processor's own RGB step, as for any image: after convert("RGB") a palette image still has
             # info["transparency"] (now a colour), and those pixels are composited onto white; RGBA alpha is gone
@@ -180,6 +191,41 @@ def _load_path(image, steps) -> Image.Image:
             raise ImageError(f"{path}: {exc} Downscale the image first") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"cannot read image file {path}: {exc} (is it a complete PNG/JPEG/... file?)") from None
+
+
+def warn_lossy_mode(image: Image.Image, where: str = "an image") -> None:
+    """Warn when Pillow's ``convert("RGB")``, which transformers and qvlearn both apply, destroys the picture: 16-bit
+    and 32-bit integer images (modes I;16*, I) have every value above 255 clipped to 255, float images (F) have
+    their values cut to whole numbers in 0..255 (floats in [0, 1] become black), and CIE L*a*b* images (LAB) are
+    converted without their white point or colour profile. The conversion itself is left as transformers does it."""
+    import warnings
+
+    mode = image.mode
+    if mode == "LAB":
+        warnings.warn(f"{where} is a CIE L*a*b* image (mode LAB): like transformers, qvlearn converts it with Pillow's "
+                      "built-in LAB -> RGB formula, which ignores the file's white point and colour profile. Convert "
+                      "it to sRGB with a colour-managed tool first if its colours matter", UserWarning, stacklevel=3)
+        return
+    if not (mode in ("I", "F") or mode.startswith("I;16")):
+        return
+    values = np.asarray(image)
+    if values.size == 0:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if mode == "F":
+        lost = float(np.mean((values < 0) | (values > 255) | (values != np.floor(values))))
+        what = "cuts each value to a whole number in 0..255 (floats in [0, 1] become black)"
+        fix = "(np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8)"
+    else:
+        lost = float(np.mean((values < 0) | (values > 255)))
+        what = "clips every value above 255 to 255 (the picture turns white)"
+        fix = "(np.asarray(im) / 257).round().astype(np.uint8)" if mode.startswith("I;16") else \
+            "np.asarray(im) scaled to 0..255 and cast to np.uint8"
+    if lost == 0:
+        return
+    warnings.warn(f"{where} has mode {mode} (values {lo:g}..{hi:g}): like transformers, qvlearn converts it with "
+                  f"Pillow's convert('RGB'), which {what}: {lost:.1%} of its pixels are changed. Convert it to 8 bits "
+                  f"yourself first, e.g. Image.fromarray({fix}) for a grey image", UserWarning, stacklevel=3)
 
 
 def _refuse_animation(frames: int, where: str) -> None:
@@ -468,8 +514,8 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     if images is not None and (isinstance(images, (Image.Image, str, os.PathLike))
                                or (isinstance(images, np.ndarray) and images.ndim in (2, 3))):
         images = [images]
-    if isinstance(videos, np.ndarray) and videos.ndim == 4:
-        videos = [videos]
+    if (isinstance(videos, np.ndarray) and videos.ndim == 4) or isinstance(videos, (str, os.PathLike)):
+        videos = [videos]  # one video: an array of frames, or one file
     kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size,
               temporal_patch_size=temporal_patch_size, mean=mean, std=std, steps=steps)
     parts = [preprocess_image(im, **kw) for im in (images or [])]

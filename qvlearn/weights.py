@@ -162,7 +162,12 @@ def fused_qkv(cfg: VisionConfig, weights: dict) -> dict:
     return out
 
 
-def _shard_files(path: Path) -> list[Path]:
+def weight_files(path: str | os.PathLike) -> list[Path]:
+    """The safetensors files of the snapshot at ``path`` that hold its vision tensors, as :func:`load_weights` reads
+    them: the shards the index names when there is one, else ``model.safetensors``, else every ``*.safetensors``.
+    Refuses an index that names files outside the folder, or one that disagrees with a ``model.safetensors`` beside
+    it. The reference (transformers) loads exactly these files."""
+    path = Path(path)
     index = path / INDEX_FILE
     single = path / SINGLE_FILE
     if index.exists():
@@ -170,10 +175,23 @@ def _shard_files(path: Path) -> list[Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index} is not a valid safetensors index: its weight_map must map tensor names "
+                                  "to shard file names")
         names = sorted({f for k, f in weight_map.items() if k.startswith(PREFIXES)})
+        outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts or "\\" in n]
+        if outside:
+            raise CheckpointError(f"{index} names shards outside the snapshot folder: {outside[:3]}; a snapshot's "
+                                  "index names files beside it (model-00001-of-00002.safetensors). Fix or replace "
+                                  "the index")
         if not names:
             raise CheckpointError(f"{index} maps no {' or '.join(p + '*' for p in PREFIXES)} tensors: is this a "
                                   "Qwen-VL snapshot?")
+        if single.exists() and SINGLE_FILE not in names:
+            raise CheckpointError(f"{path} holds both {SINGLE_FILE} and {INDEX_FILE}, and the index names other files "
+                                  f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): two copies of the "
+                                  "weights that transformers and qvlearn would read differently. Keep one: remove "
+                                  f"{SINGLE_FILE}, or the index and its shards")
         missing = [n for n in names if not (path / n).exists()]
         if missing:
             raise CheckpointError(f"shards listed in {index.name} are missing from {path}: {missing} "
@@ -184,7 +202,7 @@ def _shard_files(path: Path) -> list[Path]:
     others = sorted(p.name for p in path.glob("*.safetensors"))
     if others:
         return [path / n for n in others]
-    pickled = [n for n in _PICKLED if (path / n).exists()] + sorted(p.name for p in path.glob("*.bin"))
+    pickled = sorted({n for n in _PICKLED if (path / n).exists()} | {p.name for p in path.glob("*.bin")})
     if pickled:
         raise CheckpointError(f"{path} holds only pickled weights ({pickled}); qvlearn reads safetensors only, "
                               "never pickles. Use a snapshot with model.safetensors, or convert it with "
@@ -209,7 +227,7 @@ def load_weights(path: str | os.PathLike, cfg: VisionConfig, dtype: str = "float
     extra: list[str] = []
     nonfinite: list[str] = []
     seen_prefixes: set[str] = set()
-    for file in _shard_files(path):
+    for file in weight_files(path):
         try:
             with safe_open(file, framework="numpy") as f:
                 for key in f.keys():
@@ -346,7 +364,7 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, np
 
 def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, dtype: str = "bfloat16",
                            max_shard_bytes: int | None = None, prefix: str | None = None, progress=None,
-                           **vision_overrides) -> Path:
+                           overwrite: bool = False, **vision_overrides) -> Path:
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
     ``preset``: one of :data:`qvlearn.config.PRESETS`: ``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``; ``qwen3-vl-2b`` ...
@@ -358,9 +376,14 @@ def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, 
     makes its last block full, unless ``fullatt_block_indexes`` is given too).
     ``dtype``: ``bfloat16`` (as released), ``float16`` or ``float32``. ``prefix``: one of :data:`PREFIXES`
     (default: as the family's releases). ``progress(n)`` is called as tensors of ``n`` values are made. An unknown
-    override is an error. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
+    override is an error. A folder that already holds a snapshot is refused unless ``overwrite``. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
     """
     config = preset_config_dict(preset, **vision_overrides)
     cfg = vision_config_from_dict(config, source=f"preset {preset}")
+    existing = Path(path)
+    if not overwrite and existing.is_dir() and ((existing / "config.json").exists() or any(
+            existing.glob("*.safetensors"))):
+        raise CheckpointError(f"{existing} already holds a snapshot (config.json or safetensors files): writing "
+                              "random weights there would replace it. Give a new folder, or pass overwrite=True")
     return save_checkpoint(path, config, random_weights(cfg, seed, progress), dtype=dtype,
                            max_shard_bytes=max_shard_bytes, prefix=prefix)

@@ -67,7 +67,7 @@ def test_cupy_backend_says_what_is_missing():
         pytest.skip("a working CuPy is installed")
     except Exception:
         pass
-    with pytest.raises(qvlearn.BackendError, match="cupy backend is not usable"):
+    with pytest.raises(qvlearn.BackendError, match="cupy backend (needs CuPy|is not usable)"):
         get_backend("cupy")
 
 
@@ -91,3 +91,18 @@ def test_cupy_matches_numpy(checkpoint, mixed_batch, preset):
     assert isinstance(out, cupy.ndarray) and out.dtype == cupy.float32
     reference = qvlearn.load_encoder(checkpoint(preset))(pixel_values, grid_thw)
     assert rel_error(cupy.asnumpy(out), reference) < 1e-5
+
+
+def test_the_cupy_backend_names_its_package_or_what_to_install():
+    from qvlearn.backend import Backend, cupy_package
+    from qvlearn.errors import BackendError
+
+    assert cupy_package({"cupy-cuda13x": "14.2.0"}) == "cupy-cuda13x 14.2.0"
+    assert cupy_package({"cupy-cuda12x": "13.6.0", "numpy": "2.4.6"}) == "cupy-cuda12x 13.6.0"
+    assert cupy_package({"numpy": "2.4.6"}) is None
+    if cupy_package() is None:  # this machine: one line that says what to install
+        with pytest.raises(BackendError) as info:
+            Backend("cupy")
+        message = str(info.value)
+        assert "\n" not in message and "pip install cupy-cuda12x" in message and "cupy-cuda13x" in message
+    assert get_backend("numpy").describe() == "numpy (CPU)"

@@ -6,6 +6,7 @@ image, a stage of the other family, an eps outside the square root) and checks t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -61,18 +62,57 @@ def test_stage_takes_globs_and_ignores_other_names(golden):
         compare_taps(port, golden)
 
 
+def _advised(note: str) -> tuple[float, float]:
+    """The --rtol and --scale-tol that a half-precision note advises."""
+    match = re.search(r"--rtol (\S+) --scale-tol ([^`\s]+)", note)
+    assert match, note
+    return float(match.group(1)), float(match.group(2))
+
+
+def _half(taps: dict, dtype, keep_dtype=False) -> dict:
+    out = {}
+    for k, v in taps.items():
+        out[k] = v if v.dtype != np.float32 else v.astype(dtype) if keep_dtype else v.astype(dtype).astype(np.float32)
+    return out
+
+
 def test_half_precision_taps_say_so(golden):
-    fp16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in golden.items()}
+    fp16 = _half(golden, np.float16, keep_dtype=True)
     row = _first_bad(compare_taps(fp16, golden, stages=["blocks.0.norm1"]))
-    assert "holds float16" in row.note and "--rtol 1e-3" in row.note
+    assert "holds float16" in row.note and "--rtol 1e-3 --scale-tol 1e-3" in row.note
     rows = compare_taps(fp16, golden)  # the whole file: the inputs are the same image, rounded
     assert rows[0].name == "pixel_values" and "float16" in rows[0].note and "inputs differ" not in rows[0].note
     assert exit_code(rows) == 1
-    bf16 = {k: (v.astype(ml_dtypes.bfloat16).astype(np.float32) if v.dtype == np.float32 else v)
-            for k, v in golden.items()}
+    bf16 = _half(golden, ml_dtypes.bfloat16)  # bf16 values in float32 (in float16's range too: named bf16 all the same)
     row = _first_bad(compare_taps(bf16, golden, stages=["blocks.0.norm1"]))
-    assert "only values of bfloat16" in row.note and "--rtol 1e-2" in row.note
+    assert "only values of bfloat16" in row.note and "--rtol 1e-2 --scale-tol 1e-2" in row.note
+    real_bf16 = _half(golden, ml_dtypes.bfloat16, keep_dtype=True)  # tensors stored as BF16
+    assert "holds bfloat16" in _first_bad(compare_taps(real_bf16, golden, stages=["blocks.0.norm1"])).note
     assert compare_taps(golden, golden, stages=["blocks.0.norm1"])[0].note == ""  # float32 values are not flagged
+
+
+# Values computed without a BLAS (an exact range, correctly rounded divisions): the same bits on every machine.
+_EXACT = {"blocks.0.norm1": ((np.arange(4096, dtype=np.float32) - 1000) / np.float32(777.0)).reshape(64, 64),
+          "embeddings": ((np.arange(96 * 16, dtype=np.float32) % 97 - 48) / np.float32(3.0)).reshape(16, 96)}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_names_the_format_on_exact_values(dtype):
+    """A file of bf16 values inside float16's range is named bf16, a file of fp16 values fp16: built on values whose
+    verdict cannot depend on the machine."""
+    rows = compare_taps(_half(_EXACT, dtype), _EXACT)
+    name = "float16" if dtype == np.float16 else "bfloat16"
+    assert not rows[0].ok and f"only values of {name}:" in rows[0].note
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("source", ["exact", "golden"])
+def test_the_half_precision_advice_passes_on_a_clean_file(dtype, source, request):
+    """The flags a half-precision note advises pass on the reference rounded to that format, every stage."""
+    reference = _EXACT if source == "exact" else request.getfixturevalue("golden")
+    clean = _half(reference, dtype)
+    rtol, scale_tol = _advised(_first_bad(compare_taps(clean, reference)).note)
+    assert all(r.ok for r in compare_taps(clean, reference, rtol=rtol, scale_tol=scale_tol))
 
 
 def test_a_constant_factor_is_named(golden):

@@ -266,8 +266,9 @@ stage below (notebook 12 shows their signatures).
 
 A tap file (safetensors, metadata `qvlearn_taps_format = "1"`) holds any subset of these, float stages as float32
 (cast a half-precision port's tensors before writing; judged against a float32 reference, a bf16 run needs about
-`--rtol 1e-2` and an fp16 run `--rtol 1e-3` for its rounding alone, and compare says so when a file holds only such
-values). `--stages '*'` writes every stage; `compare --stage GLOB` compares a selection. `compare A B` exits 0 when every stage is within tolerance,
+`--rtol 1e-2 --scale-tol 1e-2` and an fp16 run `--rtol 1e-3 --scale-tol 1e-3` for its rounding alone: rounding to
+a format of unit roundoff u moves each value by at most u of itself, which bounds both errors by u; compare says so,
+naming the coarsest format that explains the file, bf16 before fp16, when a file holds only such values). `--stages '*'` writes every stage; `compare --stage GLOB` compares a selection. `compare A B` exits 0 when every stage is within tolerance,
 {EXIT_BEYOND} when a stage of the encoder is beyond it, 2 for bad input, {EXIT_INPUTS} when the inputs
 (`pixel_values`, `grid_thw`) differ.
 

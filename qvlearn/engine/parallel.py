@@ -82,7 +82,12 @@ def run_parts(fn, bounds) -> list:
     """``[fn(a, b) for a, b in consecutive pairs of bounds]``, the calls on the thread pool."""
     with single_threaded_blas():
         futures = [_pool().submit(fn, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # Ctrl-C or an error in one part: the parts not yet started never start
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def split_bounds(n: int, parts: int) -> list[int]:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cost import forward_flops
+
 CASES = [  # (preset, resized height, resized width): multiples of 28 (32 for Qwen3), kept as they are;
     # 1024, 2352 (2304 for Qwen3's 16-pixel patches) and 9216 patches in each family
     ("qwen2.5-vl-7b", 448, 448), ("qwen2.5-vl-7b", 588, 784), ("qwen2.5-vl-7b", 1344, 1344),
@@ -55,27 +57,6 @@ COMPETITOR = ("import numpy as np\n"  # one core's worth of float32 matmuls, for
               "a = np.ones((1024, 1024), dtype=np.float32)\n"
               "while True:\n    a @ a\n")
 LARGE = 5000  # cases with more patches are timed once, without warm-up
-
-
-def forward_flops(cfg, grid_thw) -> int:
-    """Matmul FLOPs of one forward (2 per multiply-add)."""
-    grid = np.asarray(grid_thw, dtype=np.int64)
-    n = int(np.sum(grid.prod(1)))
-    D, I, M = cfg.width, cfg.mlp_width, cfg.width * cfg.merge_unit
-    mlp = (3 if cfg.family == "qwen2_5_vl" else 2) * 2 * n * D * I
-    per_block = 2 * n * D * 3 * D + 2 * n * D * D + mlp
-    from ..window_index import cu_seqlens, window_index
-
-    full = np.diff(cu_seqlens(grid)).astype(np.int64)
-    windows = (np.diff(window_index(grid, cfg.spatial_merge_size, cfg.window_size, cfg.patch_size)[1]).astype(np.int64)
-               if cfg.uses_windows else full)
-    attention = 0
-    for i in range(cfg.depth):
-        lengths = full if cfg.is_full_attention_block(i) else windows
-        attention += int(np.sum(4 * lengths * lengths * D))
-    merger = 2 * (n // cfg.merge_unit) * M * (M + cfg.out_hidden_size)
-    merger *= 1 + len(cfg.deepstack_visual_indexes)  # Qwen3-VL's DeepStack mergers have the same shape
-    return 2 * n * cfg.patch_dim * D + cfg.depth * per_block + attention + merger
 
 
 def shortened(preset: str, depth: int) -> dict:

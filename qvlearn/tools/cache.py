@@ -22,7 +22,12 @@ ENV_VAR = "QVLEARN_CACHE"
 
 def cache_dir() -> Path:
     if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_absolute():
+            raise OutputError(f"${ENV_VAR}={os.environ[ENV_VAR]} is a relative path: the cache (1.35 GB for the default "
+                              f"model) would land in whichever folder a command runs from. Set an absolute path, e.g. "
+                              f"{ENV_VAR}={Path(os.environ[ENV_VAR]).resolve()}")
+        return path
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "qvlearn"
 
@@ -33,15 +38,20 @@ def entry_name(preset: str, seed: int = 0, **vision_overrides) -> str:
 
 
 @contextmanager
-def _locked(lock_path: Path):
-    """An exclusive advisory lock (``flock``) on ``lock_path``; a no-op where the system has none (Windows)."""
+def _locked(lock_path: Path, log=print, what: str = "the cache entry"):
+    """An exclusive advisory lock (``flock``) on ``lock_path``; a no-op where the system has none (Windows). When
+    another process holds it, ``log`` says so before this one waits."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another qvlearn process, which is building {what} (lock {lock_path}) ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -70,7 +80,7 @@ def default_model(preset: str, seed: int = 0, log=print, progress: bool = False,
     except OSError as exc:
         raise OutputError(f"cannot use the cache folder {target.parent} ({exc.strerror or exc}); set ${ENV_VAR} to a "
                           f"writable folder with {_human(size)} free") from None
-    with _locked(lock):
+    with _locked(lock, log, str(target)):
         if (target / "config.json").exists():  # another process built it while we waited
             return target
         for stale in stale_partials(target):  # left by a build that was killed: nobody else holds the lock

@@ -21,16 +21,22 @@ import argparse
 import contextlib
 import glob
 import os
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..families import FAMILIES
 from .cache import default_model
 
 DEFAULT_PRESET = "qwen2.5-vl-7b"
 DEFAULT_SEED = 0
-FAMILIES_TEXT = "Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (dense and MoE)"
+_TITLES = [f.title for f in FAMILIES.values()]
+FAMILIES_TEXT = ", ".join(_TITLES[:-1]) + " and " + _TITLES[-1] + " (dense and MoE; Qwen3.6 and Qwen3.8 as Qwen3.5)"
+"""Every family of the family table, for the help texts."""
 ENCODE_SUFFIXES = (".npy", ".npz", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -39,16 +45,67 @@ def _log(args):
     return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
-def _progress(total: int, quiet: bool, desc: str = "blocks"):
+def _progress(cost, quiet: bool, desc: str = "blocks"):
+    """A progress bar on stderr that advances by each block's FLOPs (a full-attention block counts for what it
+    costs), so that its time left is right; none under --quiet or when stderr is not a terminal. Returns the bar
+    and the tap that moves it."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="block", disable=quiet, file=sys.stderr, leave=False)
+    depth = len(cost.block_flops)
+    bar = tqdm(total=sum(cost.block_flops) / 1e9, desc=desc, disable=quiet or not sys.stderr.isatty(),
+               file=sys.stderr, leave=False, bar_format="{desc} {postfix}: {percentage:3.0f}%|{bar}| "
+                                                        "{elapsed} so far, {remaining} left")
+    bar.set_postfix_str(f"0/{depth}")
 
     def tap(name, value):
         if name.startswith("blocks.") and name.count(".") == 1:
-            bar.update(1)
+            i = int(name.split(".")[1])
+            bar.update(cost.block_flops[i] / 1e9)
+            bar.set_postfix_str(f"{i + 1}/{depth}")
 
     return bar, tap
+
+
+def _matmul_gflops() -> float:
+    """This machine's float32 matrix-product speed, measured in about 0.1 s (the best of three 1024^3 products)."""
+    import time
+
+    a = np.ones((1024, 1024), np.float32)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024 ** 3 / best / 1e9
+
+
+ENGINE_SHARE = 0.6  # the engine runs at 57-76% of the measured matmul speed (docs/benchmarks.md)
+
+
+def check_cost(args, config, grid_thw, log, reference: bool = False):
+    """The estimate of the forward, before any model is made or loaded: refused beyond --max-patches (one image or
+    frame pair) or --max-memory (default: the memory available now), else logged with the time it should take."""
+    from ..cost import available_memory, estimate
+    from ..errors import InputError
+
+    cost = estimate(config, grid_thw, reference=reference)
+    if cost.largest > args.max_patches:
+        raise InputError(f"an image of {cost.largest:,} patches is beyond --max-patches {args.max_patches:,} (the "
+                         f"released processors make at most 65,536 of one image); this run would be "
+                         f"{cost.summary()}. Lower --min-pixels / --max-pixels, or pass --max-patches "
+                         f"{cost.largest} to run it anyway")
+    limit = args.max_memory * 1e9 if args.max_memory else available_memory()
+    if limit and cost.peak_bytes > limit:
+        where = f"--max-memory {args.max_memory:g} GB" if args.max_memory else "the memory available now"
+        raise InputError(f"this run needs about {cost.peak_bytes / 1e9:.1f} GB of memory ({cost.summary()}), more "
+                         f"than {where} ({limit / 1e9:.1f} GB). Use fewer or smaller images (--max-pixels), or pass "
+                         f"--max-memory {cost.peak_bytes / 1e9:.0f} to try anyway")
+    if not args.quiet:
+        seconds = cost.flops / (ENGINE_SHARE * _matmul_gflops() * 1e9)
+        took = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(seconds, 1):.0f} s"
+        log(f"estimate: {cost.summary()}; roughly {took} on this machine" + (" for qvlearn (transformers' eager "
+            "attention is slower)" if reference else ""))
+    return cost
 
 
 def check_out(path: str, suffixes: tuple) -> Path:
@@ -57,6 +114,8 @@ def check_out(path: str, suffixes: tuple) -> Path:
     from ..atomic import check_writable
     from ..errors import InputError
 
+    if not path:
+        raise InputError(f"--out is empty: give a file name ending in {' or '.join(suffixes)}")
     out = Path(path)
     if out.is_dir():
         raise InputError(f"--out {path} is a directory: give a file name ending in {' or '.join(suffixes)}")
@@ -120,7 +179,7 @@ def _model_config(args):
 def _model_dir(args, log) -> Path:
     if args.model is not None:
         return Path(args.model)
-    model = default_model(DEFAULT_PRESET, seed=DEFAULT_SEED, log=log, progress=not args.quiet)
+    model = default_model(DEFAULT_PRESET, seed=DEFAULT_SEED, log=log, progress=not args.quiet and sys.stderr.isatty())
     log(f"no --model given: using seeded random weights of the {DEFAULT_PRESET} vision tower ({model}); "
         "the embeddings have the real shapes but no meaning. Pass --model DIR for a downloaded snapshot.")
     return model
@@ -190,8 +249,11 @@ def cmd_encode(args) -> int:
     out = check_out(args.out, ENCODE_SUFFIXES)
     config = _model_config(args)
     pixel_values, grid_thw = _inputs(args, config.family)
+    cost = check_cost(args, config, grid_thw, log)
     encoder = qvlearn.load_encoder(_model_dir(args, log), backend=args.backend)
-    bar, tap = _progress(encoder.config.depth, args.quiet)
+    if encoder.backend.name != "numpy":
+        log(f"backend: {encoder.backend.describe()}")
+    bar, tap = _progress(cost, args.quiet)
     with bar:
         embeddings, deepstack = encoder(pixel_values, grid_thw, tap=tap, deepstack=True)
     embeddings = encoder.backend.to_numpy(embeddings)
@@ -222,6 +284,7 @@ def cmd_taps(args) -> int:
         select_stages(vision, args.stages)
         args.stages = [*args.stages, "pixel_values", "grid_thw", "embeddings"]
     pixel_values, grid_thw = _inputs(args, vision.family)
+    cost = check_cost(args, vision, grid_thw, log, reference=args.reference)
     if args.reference:
         try:
             from .reference import reference_tower, reference_trace
@@ -238,15 +301,22 @@ def cmd_taps(args) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        tower = reference_tower(model)
-        log(f"running transformers' {vision.family} tower ({vision.depth} blocks) ...")
-        stages = reference_trace(tower, pixel_values, grid_thw, stages=args.stages)
+        try:
+            tower = reference_tower(model)
+            log(f"running transformers' {vision.family} tower ({vision.depth} blocks) ...")
+            stages = reference_trace(tower, pixel_values, grid_thw, stages=args.stages)
+        except (qvlearn.QvlearnError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # torch's and transformers' own errors on a snapshot qvlearn accepted
+            first = " ".join(str(exc).split())[:300]
+            raise qvlearn.CheckpointError(f"transformers could not run the {vision.family} tower of {model}: "
+                                          f"{type(exc).__name__}: {first}") from None
         if not args.stages:
             add_natural_order(stages)
         source, backend = "transformers", "torch"
     else:
         encoder = qvlearn.load_encoder(model, backend=args.backend)
-        bar, tap = _progress(vision.depth, args.quiet)
+        bar, tap = _progress(cost, args.quiet)
         with bar:
             stages = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages, tap=tap)
         source, backend = "qvlearn", encoder.backend.name
@@ -262,6 +332,10 @@ def cmd_compare(args) -> int:
         if path and Path(args.a).exists() and Path(path).exists() and os.path.samefile(args.a, path):
             raise TapError(f"A and {label} are the same file ({path}): comparing a file with itself checks nothing. "
                            "Give your port's taps first and the reference's second")
+    if args.baseline and Path(args.b).exists() and Path(args.baseline).exists() and os.path.samefile(args.b,
+                                                                                                      args.baseline):
+        raise TapError(f"B and --baseline are the same file ({args.baseline}): its noise floor would be zero at every "
+                       "stage. The baseline is a second reference (transformers' taps when B is qvlearn's)")
     a, _ = load_taps(args.a)
     b, _ = load_taps(args.b)
     baseline = load_taps(args.baseline)[0] if args.baseline else None
@@ -302,6 +376,34 @@ def _positive(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int:
+    value = _positive(text)
+    cpus = os.cpu_count() or 1
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"this machine has {cpus} CPUs; more threads than that only slow the work "
+                                         f"down (got {value})")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    """A tolerance of compare: a finite number above 0 (``1e-5``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-5, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
+
+
+def _factor(text: str) -> float:
+    value = _tolerance(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a factor of at least 1 (how many times the noise floor a stage "
+                                         f"may reach), got {text}")
+    return value
+
+
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="still image files (PNG, JPEG, WebP, ...); the EXIF orientation of phone photos is applied, "
@@ -320,8 +422,15 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                         "Qwen3-VL/Qwen3.5)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
                    help="numpy (CPU) or cupy (NVIDIA GPU); default: $QVLEARN_BACKEND, else numpy")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="CPU threads for qvlearn and the BLAS (default: every core this process may use)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="CPU threads for qvlearn and the BLAS, at most the machine's CPUs (default: every core this "
+                        "process may use)")
+    p.add_argument("--max-patches", type=_positive, default=65536, metavar="N",
+                   help="refuse an image (or frame pair) of more patches than this (default 65536, the most the "
+                        "released processors make of one image); the estimate of the run is printed first")
+    p.add_argument("--max-memory", type=_tolerance, default=None, metavar="GB",
+                   help="refuse a run whose estimated peak memory is above this many GB (default: the memory "
+                        "available when it starts)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes on stderr")
 
 
@@ -365,20 +474,47 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                          description="Name the first stage where tap file A leaves the tolerance against B.")
     cmp.add_argument("a", help="tap file to check (e.g. your port's)")
     cmp.add_argument("b", help="reference tap file")
-    cmp.add_argument("--rtol", type=float, default=1e-5,
+    cmp.add_argument("--rtol", type=_tolerance, default=1e-5,
                      help="max |a - b| / max |b| allowed per stage (1e-5: 5x the float32 noise of a 32-block tower)")
-    cmp.add_argument("--scale-tol", type=float, default=1e-6,
+    cmp.add_argument("--scale-tol", type=_tolerance, default=1e-6,
                      help="allowed |<a,b>/<b,b> - 1| per stage: a systematic scale error such as a wrong norm eps "
                           "(1e-6; float32 noise stays below 1e-7)")
     cmp.add_argument("--baseline", metavar="FILE",
                      help="a third tap file (e.g. transformers' taps when B is qvlearn's): its difference to B is each "
                           "stage's float32 noise floor, and a stage far above it fails")
-    cmp.add_argument("--factor", type=float, default=10.0, help="with --baseline: how far above the floor fails (10)")
-    cmp.add_argument("--stage", action="append", metavar="GLOB",
+    cmp.add_argument("--factor", type=_factor, default=10.0, help="with --baseline: how far above the floor fails (10)")
+    cmp.add_argument("--stage", "--stages", dest="stage", action="append", metavar="GLOB",
                      help="compare only the stages this glob matches ('blocks.3.*', 'embeddings'; repeatable); each "
                           "must match a stage both files hold, and other names in the files are then not checked")
     cmp.set_defaults(func=cmd_compare)
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, ``warning: ...``, without the source line it was raised at."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _first_interrupt(signum, frame):
+    """SIGINT: the first one interrupts (KeyboardInterrupt); any later one is ignored while the process ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def run(argv=None) -> None:
+    """The command's entry point (``qvlearn``, ``python -m qvlearn``): :func:`main`, then exit with its code. After
+    Ctrl-C the process ends at once with 130: worker threads still inside an attention block are not waited for
+    (a plain return would join them, for minutes), a second Ctrl-C is ignored, and no output file exists yet or
+    its temporary was removed as the interrupt unwound (:mod:`qvlearn.atomic`)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _first_interrupt)
+    code = main(argv)
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 def main(argv=None) -> int:
@@ -396,7 +532,12 @@ def main(argv=None) -> int:
             from ..engine.parallel import set_threads
 
             set_threads(args.threads)
-        return args.func(args)
+        with warnings.catch_warnings():
+            if getattr(args, "quiet", False):
+                warnings.simplefilter("ignore")  # --quiet: Pillow's, NumPy's and qvlearn's warnings too
+            else:
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except QvlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,9 +71,10 @@ def reference_tower(path, attn_implementation: str = "eager", dtype=torch.float3
     _, cls = _hf_classes(family)
     from ..weights import PREFIXES
     model = cls._from_config(vc, attn_implementation=attn_implementation, dtype=dtype)
+    from ..weights import weight_files
+
     state = {}
-    files = sorted(path.glob("*.safetensors"))
-    for file in files:
+    for file in weight_files(path):  # the files qvlearn's load_weights reads, no others
         for key, value in load_file(file).items():
             for prefix in PREFIXES:
                 if key.startswith(prefix):
@@ -197,7 +198,8 @@ def reference_trace(model, pixel_values, grid_thw, stages=None) -> dict[str, np.
 
         modeling.apply_rotary_pos_emb_vision = recording_rotary
     try:
-        out = model(pv.to(next(model.parameters()).dtype), grid)
+        weight = next(model.parameters())  # the tower's device and dtype (a CUDA tower gets CUDA inputs)
+        out = model(pv.to(weight.device, weight.dtype), grid.to(weight.device))
     finally:
         for h in hooks:
             h.remove()

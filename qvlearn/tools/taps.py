@@ -274,20 +274,41 @@ def check_names(taps: dict, label: str) -> None:
                        "them with --stage")
 
 
-def _representable(a: np.ndarray) -> str:
-    """``"bfloat16"`` / ``"float16"`` when every value of a float32 array is one of that type's numbers."""
+HALF_FORMATS = {
+    # name: (unit roundoff u, the compare flags --rtol and --scale-tol that pass on a clean file of the format)
+    "bfloat16": (2.0 ** -8, ("1e-2", "1e-2")),
+    "float16": (2.0 ** -11, ("1e-3", "1e-3")),
+}
+"""The half-precision formats compare recognises, coarsest first. Rounding a reference ``b`` to such a format
+changes each value by at most ``u |b_i|`` (round to nearest), so ``max|a - b| / max|b| <= u`` and
+``|<a - b, b>| / <b, b> <= u``: the flags (both above ``u``) pass on a clean file of that format, whatever its
+values (float16: as long as nothing overflows 65504 and the stage's largest value is above float16's subnormals)."""
+
+
+def half_format(a: np.ndarray) -> str:
+    """``"bfloat16"`` / ``"float16"`` for an array stored in that type, or a float32 array every value of which is
+    one of that type's numbers; ``""`` otherwise. bfloat16 is tried first: a bfloat16 value inside float16's range
+    is often a float16 value too, while a file rounded to float16 is (almost never) all bfloat16 values, so the
+    coarsest format that explains the file is its format."""
     import ml_dtypes
 
+    if a.dtype == np.float16:
+        return "float16"
+    if a.dtype == ml_dtypes.bfloat16:
+        return "bfloat16"
     if a.dtype != np.float32 or a.size < 64:
         return ""
-    for name, dtype in (("float16", np.float16), ("bfloat16", ml_dtypes.bfloat16)):
+    for name, dtype in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
         with np.errstate(over="ignore"):
             if np.array_equal(a.astype(dtype).astype(np.float32), a, equal_nan=True):
                 return name
     return ""
 
 
-_ROUNDING = {"float16": ("~5e-4", "1e-3"), "bfloat16": ("~4e-3", "1e-2")}
+def half_advice(name: str) -> str:
+    """The compare flags that pass on a clean file of the half-precision format ``name``."""
+    rtol, scale_tol = HALF_FORMATS[name][1]
+    return f"--rtol {rtol} --scale-tol {scale_tol}"
 
 
 def _diagnose_value(name: str, a: np.ndarray, b: np.ndarray, a64, b64) -> str:
@@ -302,13 +323,13 @@ def _diagnose_value(name: str, a: np.ndarray, b: np.ndarray, a64, b64) -> str:
                 note += (f" = 1/sqrt(head_dim {a.shape[-1]}): tapped after the attention scale; the tap is q after "
                          "RoPE, before the scale")
             return note
-    half = "float16" if a.dtype == np.float16 else _representable(a)
+    half = half_format(a)
     if half:
-        size, rtol = _ROUNDING[half]
-        stored = "holds" if a.dtype == np.float16 else "holds only values of"
-        return (f"the first file {stored} {half}: its rounding alone is {size} relative, beyond a float32 "
-                f"tolerance; write float32 from a float32 run to check the arithmetic, or judge this run with --rtol "
-                f"{rtol}")
+        u = HALF_FORMATS[half][0]
+        stored = "holds only values of" if a.dtype == np.float32 else "holds"
+        return (f"the first file {stored} {half}: its rounding alone is up to {u:.1e} relative, beyond a float32 "
+                f"tolerance; write float32 from a float32 run to check the arithmetic, or judge this run as "
+                f"{half} with `compare A B {half_advice(half)}`")
     return ""
 
 
