@@ -1,8 +1,9 @@
 # qvlearn: two commands do all set-up on a fresh machine.
 #   make lab    create .venv, install everything, open the course in JupyterLab
-#   make test   create .venv, install everything, run the whole test suite (tests + every notebook), then
-#               every notebook again under other numerics, and check that the run left the tree unchanged
-#               (and the test suite again against the newest transformers, NEXT_TRANSFORMERS)
+#   make test   create .venv, install everything, then run its phases (each one even if an earlier one failed, and
+#               one summary line per phase at the end): ruff; the test suite and every notebook; every notebook
+#               under other numerics; the test suite under other numerics against the newest transformers
+#               (NEXT_TRANSFORMERS); a check that the run left the tree unchanged
 # Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next,
 #   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp checked stage by stage and timed:
 #   docs/conformance.md; about 25 minutes on 2 cores from a fresh clone, not part of make test).
@@ -30,7 +31,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test test-next test-slow notebooks clean conformance
+.PHONY: setup lab test test-lint test-suite test-notebooks-other test-tree test-next test-slow notebooks clean \
+        conformance gpu-wheels gpu-check gpu-check-dry
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
@@ -56,30 +58,58 @@ lab: setup
 	  exit 2; fi
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_tour.ipynb $(LAB_ARGS)
 
+# make test's phases: each runs even when an earlier one failed; tools/phases.py ends with one line per phase.
+TEST_PHASES := test-lint test-suite test-notebooks-other test-next gpu-check-dry test-tree
+
 test: setup
-	$(PY) tools/tree_state.py save
+	@$(PY) tools/tree_state.py save
+	@$(PY) tools/phases.py $(TEST_PHASES)
+
+test-lint: setup
 	$(PY) -m ruff check qvlearn tests tools exercises
+
+test-suite: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests notebooks $(NBVAL)
+
+test-notebooks-other: setup
 	@echo "== every notebook again under other numerics: $(OTHER_NUMERICS)"
 	$(OTHER_NUMERICS) $(PY) -m pytest -q -p no:cacheprovider notebooks $(NBVAL)
-	$(MAKE) --no-print-directory test-next
+
+test-tree: setup
 	$(PY) tools/tree_state.py check
 
 # The test suite (parity, preprocessing, bridge, taps: everything but the notebooks) against the newest transformers
-# 5.x: the same venv with transformers $(NEXT_TRANSFORMERS) laid over it (its requirements are 5.23.0's, all met).
+# 5.x, under the other numerics: the same venv with transformers $(NEXT_TRANSFORMERS) laid over it (its requirements
+# are 5.23.0's, all met). A test whose verdict depends on the BLAS, the CPU's kernels or the thread count fails here.
 $(NEXT)/.installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps --target $(NEXT) transformers==$(NEXT_TRANSFORMERS)
 	touch $@
 
 test-next: $(NEXT)/.installed
-	@echo "== the test suite again against transformers $(NEXT_TRANSFORMERS)"
-	PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	@echo "== the test suite again against transformers $(NEXT_TRANSFORMERS), under other numerics: $(OTHER_NUMERICS)"
+	$(OTHER_NUMERICS) PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) \
+	  $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 # llama.cpp's Qwen-VL towers against transformers, stage by stage, as released and after each of the patches in
 # tools/conformance/patches/, and timed: fetches llama.cpp's pinned source from the package index, builds it in
 # build/conformance/, rewrites docs/conformance.md, docs/conformance/results.json and docs/conformance/taps/.
 conformance: setup
 	$(PY) tools/conformance/conformance.py
+
+# The GPU path in one command (tools/gpu_check.py). gpu-wheels, on a CPU machine with network: the wheels a GPU machine
+# may lack, in .whl/gpu/ (carried with the repository, at most 64 MiB). gpu-check, on the GPU machine, with its own
+# python3 and no network: installs only what is missing from those wheels, runs its phases under their time limits
+# and writes OUT/gpu_check.json and OUT/gpu_check.md. gpu-check-dry: the same script on the CPU with the strict
+# stand-in in place of CuPy, in 60 s (a phase of make test, so the script cannot rot).
+OUT ?= gpu-check
+gpu-wheels:
+	$(PYTHON) tools/gpu_check.py --download-wheels .whl/gpu
+
+gpu-check:
+	$(PYTHON) tools/gpu_check.py --out $(OUT)
+
+gpu-check-dry: setup
+	$(PY) tools/gpu_check.py --dry --out .cache/gpu-check-dry
 
 # The tests marked slow (minutes each: the attention memory bound, the benchmark's subprocess smoke runs): by hand.
 test-slow: setup
