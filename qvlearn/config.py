@@ -22,19 +22,10 @@ from .errors import ConfigError
 from .families import FAMILIES as FAMILY_TABLE
 from .families import Family, family_of_model_type, model_types
 
-QWEN2_VL = "qwen2_vl"
-QWEN2_5_VL = "qwen2_5_vl"
-QWEN3_VL = "qwen3_vl"
-QWEN3_5 = "qwen3_5"
-FAMILIES = tuple(FAMILY_TABLE)
-THIRD_GENERATION = tuple(name for name, f in FAMILY_TABLE.items() if f.generation == 3)
-"""Qwen3-VL and Qwen3.5 (notebook 13): 16-px patches, a Conv3d with bias, an interpolated learned position table,
-LayerNorm blocks with a gelu_pytorch_tanh MLP, full attention per frame pair; DeepStack mergers (Qwen3-VL)."""
-
 # Class defaults of transformers 5.23's vision configs (identical in 4.x), from the family table.
 HF_VISION_DEFAULTS = {name: f.hf_defaults for name, f in FAMILY_TABLE.items()}
 # transformers' attribute_map: these aliases are accepted for the same fields.
-_ALIASES = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
+ALIASES = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
 DEFAULT_ROPE_THETA = 10000.0
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "silu", "gelu", "gelu_pytorch_tanh")
 RELEASED_MAX = dict(depth=32, width=1280, num_heads=16, mlp_width=5120, out_hidden_size=8192, patch_size=16,
@@ -155,11 +146,6 @@ class VisionConfig:
         return self.kind.windows
 
     @property
-    def third_generation(self) -> bool:
-        """Qwen3-VL / Qwen3.5: learned position table, LayerNorm + fc1/fc2 MLP, Conv3d bias, no windows."""
-        return self.kind.generation == 3
-
-    @property
     def position_grid_side(self) -> int:
         """Side of the square learned position table (48 for 2304 entries); 0 when there is none."""
         return int(round(self.num_position_embeddings ** 0.5)) if self.kind.position_table else 0
@@ -181,7 +167,7 @@ class VisionConfig:
                       rope_parameters=rope)
         kind = self.kind
         out = dict(common, model_type=kind.vision_model_type)
-        if kind.json_keys.get("width") == "embed_dim":  # Qwen2-VL's vocabulary: embed_dim, mlp_ratio, hidden_size
+        if kind.mlp_ratio:  # Qwen2-VL's vocabulary: embed_dim, mlp_ratio, hidden_size
             if self.mlp_width % self.width:
                 raise ConfigError("Qwen2-VL expresses the MLP width as an integer mlp_ratio of embed_dim")
             out.update(embed_dim=self.width, hidden_size=self.out_hidden_size, mlp_ratio=self.mlp_width // self.width)
@@ -250,7 +236,7 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
 
     values = dict(FAMILY_TABLE[family].hf_defaults)
     for key, value in vision.items():
-        values[_ALIASES.get(key, key)] = value
+        values[ALIASES.get(key, key)] = value
     rope = values.get("rope_parameters") or {}
     if not isinstance(rope, dict):
         raise ConfigError(f"{source}: rope_parameters must be an object such as {{\"rope_theta\": 10000.0}}, "
@@ -269,7 +255,7 @@ def vision_config_from_dict(config: dict, *, source: str = "config") -> VisionCo
     _check_types(values, source)
     try:
         kind = FAMILY_TABLE[family]
-        if kind.json_keys.get("width") == "embed_dim":  # Qwen2-VL: the ViT width is embed_dim, hidden_size the LLM's
+        if kind.mlp_ratio:  # Qwen2-VL: the ViT width is embed_dim, hidden_size the LLM's
             mlp = values["embed_dim"] * values["mlp_ratio"]
             if mlp != int(mlp):
                 raise ConfigError(f"vision_config.embed_dim {values['embed_dim']} x mlp_ratio {values['mlp_ratio']} "
@@ -390,6 +376,11 @@ PRESETS: dict[str, dict] = {
     "qwen3-vl-4b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_SMALL, out_hidden_size=2560)),
     "qwen3-vl-8b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
     "qwen3-vl-32b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=5120)),
+    # Qwen3-VL-Embedding and Qwen3-VL-Reranker: the Qwen3-VL model with another head; the tower is the base model's
+    "qwen3-vl-embedding-2b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_SMALL, out_hidden_size=2048)),
+    "qwen3-vl-embedding-8b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
+    "qwen3-vl-reranker-2b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_SMALL, out_hidden_size=2048)),
+    "qwen3-vl-reranker-8b": dict(model_type="qwen3_vl", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
     "qwen3-vl-30b-a3b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=2048)),
     "qwen3-vl-235b-a22b": dict(model_type="qwen3_vl_moe", vision_config=dict(_Q3_LARGE, out_hidden_size=4096)),
     "qwen3.5-0.8b": dict(model_type="qwen3_5", vision_config=dict(_Q35_SMALL, out_hidden_size=1024)),
@@ -439,6 +430,16 @@ PRESET_NOTES: dict[str, str] = {
                    "out_hidden_size 4096 = the LLM width (not read from the config.json here)",
     "qwen3-vl-32b": "a public port's copy of the config (out_hidden_size 5120, DeepStack [8, 16, 24]); "
                     "not confirmed against the Hugging Face file",
+    "qwen3-vl-embedding-2b": "the Qwen3-VL-2B tower: the model card of Qwen/Qwen3-VL-Embedding-2B names "
+                             "Qwen/Qwen3-VL-2B-Instruct as its base model, embedding dimension 2048; not confirmed "
+                             "against the config.json",
+    "qwen3-vl-embedding-8b": "the Qwen3-VL-8B tower: the model card of Qwen/Qwen3-VL-Embedding-8B names "
+                             "Qwen/Qwen3-VL-8B-Instruct as its base model, embedding dimension 4096; not confirmed "
+                             "against the config.json",
+    "qwen3-vl-reranker-2b": "NOT CONFIRMED: the Qwen3-VL-2B tower, as for Qwen3-VL-Embedding-2B (the Reranker series "
+                            "is described on the same model card as built on Qwen3-VL)",
+    "qwen3-vl-reranker-8b": "NOT CONFIRMED: the Qwen3-VL-8B tower, as for Qwen3-VL-Embedding-8B (the Reranker series "
+                            "is described on the same model card as built on Qwen3-VL)",
     "qwen3-vl-30b-a3b": "NOT CONFIRMED: the 27-block 1152-wide tower of the large models with out_hidden_size = "
                         "the LLM width 2048 of Qwen3-30B-A3B",
     "qwen3-vl-235b-a22b": "NOT CONFIRMED: the 27-block 1152-wide tower with out_hidden_size = the LLM width 4096 "
@@ -473,7 +474,7 @@ PRESET_NOTES: dict[str, str] = {
 """Where each third-generation preset's values come from; a preset marked NOT CONFIRMED is a best reading."""
 
 VISION_KEYS = frozenset(k for d in [*HF_VISION_DEFAULTS.values(), *(p["vision_config"] for p in PRESETS.values())]
-                        for k in d) | set(_ALIASES) | {"rope_theta", "rope_parameters", "window_size"}
+                        for k in d) | set(ALIASES) | {"rope_theta", "rope_parameters", "window_size"}
 """The ``vision_config`` fields a preset may override (``save_random_checkpoint(..., depth=4)``)."""
 
 

@@ -52,6 +52,9 @@ class Family:
     mlp_names: tuple             # the MLP's linears under blocks.{i}.mlp.: (fc1, fc2) or (gate, up, down)
     merger_names: tuple          # the merger's (norm, first linear, second linear) under merger.
     qkv_names: tuple = ("qkv",)  # the attention's input projections: one fused qkv, or separate (q, k, v)
+    mlp_ratio: bool = False      # config.json's vocabulary: the ViT width is embed_dim, the MLP width mlp_ratio x
+    #                              embed_dim, hidden_size the LLM width (Qwen2-VL); else hidden_size, intermediate_size
+    #                              and out_hidden_size
     deepstack_name: str = "deepstack_merger_list"  # the DeepStack mergers' list (merger_list in Qwen3-Omni)
     container: str | None = None  # the Omni models: the sub-config that holds vision_config and the token ids
     patch_bias: bool = False     # the Conv3d patch embedding has a bias
@@ -94,7 +97,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            json_keys={"width": "embed_dim", "mlp_width": "mlp_ratio (x embed_dim)", "out_hidden_size": "hidden_size",
                       "in_channels": "in_chans"},
            weight_prefix="visual.", norm="layer", mlp="fc", mlp_names=("fc1", "fc2"),
-           merger_names=("ln_q", "mlp.0", "mlp.2"),
+           merger_names=("ln_q", "mlp.0", "mlp.2"), mlp_ratio=True,
            reference=("qwen2_vl", "Qwen2VLVisionConfig", "Qwen2VisionTransformerPretrainedModel")),
     Family("qwen2_5_vl", "Qwen2.5-VL", model_types=("qwen2_5_vl", "qwen2_5_vl_vision"),
            vision_model_type="qwen2_5_vl_vision", architectures={"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"},

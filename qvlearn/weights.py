@@ -31,7 +31,6 @@ from .config import VisionConfig, preset_config_dict, vision_config_from_dict
 from .errors import CheckpointError
 from .families import FAMILIES
 
-PREFIX = "visual."
 PREFIXES = tuple(dict.fromkeys(["model.visual.", "visual.", *(f.weight_prefix for f in FAMILIES.values())]))
 """Where a snapshot keeps its vision tower: ``model.visual.*`` (Qwen3-VL / Qwen3.5 / Qwen4-Exp releases),
 ``visual.*`` (Qwen2-VL / Qwen2.5-VL releases, and the Omni thinker saved alone) or ``thinker.visual.*`` (the Omni
@@ -368,7 +367,7 @@ def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, 
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
     ``preset``: one of :data:`qvlearn.config.PRESETS`: ``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``; ``qwen3-vl-2b`` ...
-    ``qwen3-vl-235b-a22b``; ``qwen3.5-0.8b`` ... ``qwen3.8-27b``; ``qwen3.8-flash-next`` (Qwen4-Exp);
+    ``qwen3-vl-235b-a22b``, ``qwen3-vl-embedding-2b`` / ``-8b``, ``qwen3-vl-reranker-2b`` / ``-8b``; ``qwen3.5-0.8b`` ... ``qwen3.8-27b``; ``qwen3.8-flash-next`` (Qwen4-Exp);
     ``qwen2.5-omni-3b``, ``qwen2.5-omni-7b``, ``qwen3-omni-30b-a3b``; and the ``tiny-*`` towers (``tiny-qwen2-vl``,
     ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3.5``, ``tiny-qwen4-exp``, ``tiny-qwen2.5-omni``,
     ``tiny-qwen3-omni``). ``vision_overrides`` change vision_config fields, e.g. ``depth=4`` for a shallow

@@ -17,7 +17,7 @@ from array_api_compat import array_namespace
 
 import qvlearn
 from qvlearn.engine.kernels import KERNELS
-from qvlearn.stages import INNER_STAGES, TAP_STAGES
+from qvlearn.stages import INNER_STAGES, TAP_STAGES, block_of
 from qvlearn.tools.taps import EXIT_INPUTS, TAP_TABLE, TapError, compare_taps, exit_code, format_table, suggest
 
 PY = [sys.executable, "-m", "qvlearn"]
@@ -189,3 +189,29 @@ def test_the_readmes_stage_selection_compares(tmp_path, checkpoint):
     proc = subprocess.run(PY + ["compare", str(some), str(golden), "--stage", "blocks.0*"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "missing from the second tap file" in proc.stderr  # inner stages: golden has none
+
+
+@pytest.mark.parametrize("first, second", [("mlp.gate", "mlp.up"), ("attn.q", "attn.k")])
+def test_swapped_stages_are_named(golden, first, second):
+    a, b = f"blocks.1.{first}", f"blocks.1.{second}"
+    port = dict(golden, **{a: golden[b], b: golden[a]})
+    row = _first_bad(compare_taps(port, golden))
+    assert row.name == a and f"{first} and {second} swapped" in row.note, row.note
+    one_way = dict(golden, **{a: golden[b]})  # only one of them wrong: named as an equality
+    row = _first_bad(compare_taps(one_way, golden))
+    assert row.name == a and f"this file's {first} equals the reference's {second}" in row.note, row.note
+
+
+def test_a_failing_block_of_a_main_stages_file_suggests_its_inner_stages(golden):
+    main = {k: v for k, v in golden.items() if (block_of(k) or (0, None))[1] in (None, "natural")}
+    port = dict(main, **{"blocks.2": main["blocks.2"] * np.float32(1.01)})
+    text = format_table(compare_taps(port, main), 1e-5)
+    assert "first stage beyond tolerance: blocks.2 " in text and "--stages 'blocks.2.*'" in text, text
+    inner = dict(golden, **{"blocks.2": golden["blocks.2"] * np.float32(1.01)})  # inner stages there: no advice
+    assert "--stages" not in format_table(compare_taps(inner, golden), 1e-5)
+
+
+def test_the_limits_line_states_the_minimum_floors(checkpoint, golden):
+    rows = compare_taps(golden, golden, baseline=golden)
+    line = format_table(rows, 1e-5).splitlines()[-1]
+    assert "or 1e-06 in rel and 1e-07 in scale" in line, line

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import qvlearn
 from qvlearn import families, spec
 from qvlearn.engine.kernels import KERNELS, Kernels
-from qvlearn.window_index import patch_permutation
+from qvlearn.stages import INTEGER_STAGES, stage_order
 
 PACKAGE = Path(qvlearn.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -105,50 +106,18 @@ def _close(ours, theirs, name, tol=1e-5):
 
 
 def _engine_equals_spec_at_every_stage(config, weights, pixel_values, grid):
-    """Each stage of the engine's trace against qvlearn.spec's functions applied to the engine's input of that
-    stage (so that an error does not hide behind the stages before it)."""
+    """The engine's trace of every stage against qvlearn.spec's taps of the same forward: the same stage names, each
+    within 1e-5 (the index stages identical); the first stage that departs is named."""
     encoder = qvlearn.VisionEncoder(config, weights)
     stages = encoder.trace(pixel_values, grid, to_numpy=True, stages=["*"])
-    w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
-    m, heads, d = config.spatial_merge_size, config.num_heads, config.head_dim
-    conv = w["patch_embed.proj.weight"].reshape(config.width, -1)
-    _close(stages["patch_embeds"], pixel_values @ conv.T + w.get("patch_embed.proj.bias", 0), "patch_embeds")
-    x = stages["patch_embeds"]
-    if config.kind.position_table:
-        _close(stages["pos_embeds"], spec.learned_positions(w["pos_embed.weight"], grid, config), "pos_embeds")
-        x = x + stages["pos_embeds"]
-    cos, sin = spec.rotary_cos_sin(grid, config)
-    _close(stages["cos"], cos, "cos")
-    _close(stages["sin"], sin, "sin")
-    full = spec.cu_seqlens(grid, m)
-    np.testing.assert_array_equal(stages["cu_seqlens"], full)
-    windows = None
-    if config.kind.windows:
-        order = patch_permutation(stages["window_index"], m)
-        x, cos, sin, windows = x[order], cos[order], sin[order], stages["cu_window_seqlens"]
-    for i in range(config.depth):
-        bw = {k[len(f"blocks.{i}."):]: v for k, v in w.items() if k.startswith(f"blocks.{i}.")}
-        segments = full if windows is None or config.is_full_attention_block(i) else windows
-        at = lambda name: stages[f"blocks.{i}.{name}"]  # noqa: E731
-        _close(at("norm1"), spec.norm(x, bw, "norm1", config), f"blocks.{i}.norm1")
-        qkv = spec.linear(at("norm1"), bw, "attn.qkv").reshape(len(x), 3, heads, d)
-        _close(at("attn.q"), spec.rotate(qkv[:, 0], cos, sin), f"blocks.{i}.attn.q")
-        _close(at("attn.k"), spec.rotate(qkv[:, 1], cos, sin), f"blocks.{i}.attn.k")
-        _close(at("attn"), spec.attention(at("norm1"), bw, cos, sin, segments, config), f"blocks.{i}.attn")
-        _close(at("residual1"), x + at("attn"), f"blocks.{i}.residual1")
-        _close(at("norm2"), spec.norm(at("residual1"), bw, "norm2", config), f"blocks.{i}.norm2")
-        _close(at("mlp"), spec.mlp(at("norm2"), bw, config), f"blocks.{i}.mlp")
-        _close(stages[f"blocks.{i}"], spec.block(x, bw, cos, sin, segments, config), f"blocks.{i}")
-        x = stages[f"blocks.{i}"]
-        if i in config.deepstack_visual_indexes:
-            j = list(config.deepstack_visual_indexes).index(i)
-            _close(stages[f"deepstack.{j}"], spec.merger(x, w, f"deepstack_merger_list.{j}.", config, True),
-                   f"deepstack.{j}")
-    norm_name = config.kind.merger_names[0]
-    mw = {k[len("merger."):]: v for k, v in w.items() if k.startswith("merger.")}
-    _close(stages[f"merger.{norm_name}"], spec.norm(x, mw, norm_name, config), f"merger.{norm_name}")
-    _close(stages["merger"], spec.merger(x, w, "merger.", config), "merger")
-    _close(stages["embeddings"], spec.forward(config, weights, pixel_values, grid), "embeddings")
+    taps = {}
+    spec.forward(config, weights, pixel_values, grid, tap=lambda name, array: taps.__setitem__(name, array))
+    assert sorted(taps, key=stage_order) == sorted(stages, key=stage_order)
+    for name in sorted(stages, key=stage_order):
+        if name in INTEGER_STAGES:
+            np.testing.assert_array_equal(stages[name], taps[name], err_msg=name)
+        else:
+            _close(stages[name], taps[name], name)
     return stages
 
 
@@ -186,13 +155,15 @@ def test_the_strict_stand_in_runs_the_projection_cupy_runs():
     assert seen.count("halves") == 2 * config.depth  # q and k of every block, by halves
     seen.clear()
     numpy = qvlearn.VisionEncoder(config, weights, kernels=kernels)
-    _close(numpy(pv, grid), out, "numpy (complex, in place) vs strict (halves)", tol=1e-6)
-    assert seen == []  # NumPy's in-place complex rotation does not call K.rotate
+    _close(numpy(pv, grid), out, "numpy (a replaced rotate: by halves) vs strict (halves)", tol=1e-6)
+    assert seen.count("halves") == 2 * config.depth  # a replaced rotate runs on NumPy too
+    _close(qvlearn.VisionEncoder(config, weights)(pv, grid), out, "numpy (complex, in place) vs strict", tol=1e-6)
     import types
 
     cupy = types.ModuleType("cupy")  # stands for the namespace array_namespace reports for CuPy arrays
     assert block.projection_step(cupy) is block.projection_step(strict.backend.xp) is block.project_by_halves
     assert block.projection_step(np) is block.project_in_place
+    assert block.projection_step(np, kernels) is block.project_by_halves
 
 
 # --- a family is one entry -----------------------------------------------------------------------------------
@@ -233,3 +204,105 @@ def test_a_new_family_is_one_entry(monkeypatch, tmp_path, mixed_batch_qwen3):
     assert qvlearn.stages.stage_names(encoder.config) == qvlearn.stages.stage_names(qvlearn.preset_config("tiny-qwen3.5"))
     pixels, _ = qvlearn.preprocess(images=[np.zeros((64, 64, 3), np.uint8)], family="qwen4_exp")
     assert pixels.shape[1] == 3 * 2 * 16 * 16
+
+
+QWEN3_RMS = dataclasses.replace(  # a Qwen3-VL-shaped tower with RMSNorm and a SwiGLU MLP, DeepStack included
+    families.FAMILIES["qwen3_vl"], name="qwen3_rms_swiglu", title="Qwen3-RMS-SwiGLU (a test family)",
+    model_types=("qwen3_rms_swiglu",), vision_model_type="qwen3_rms_swiglu_vision",
+    architectures={"qwen3_rms_swiglu": "Qwen3RmsSwigluForConditionalGeneration"},
+    hf_defaults=dict(families.FAMILIES["qwen3_vl"].hf_defaults, hidden_act="silu"),
+    norm="rms", mlp="gated", mlp_names=("gate_proj", "up_proj", "down_proj"), reference=())
+
+
+def test_a_new_family_with_rmsnorm_and_swiglu_is_one_entry(tmp_path, monkeypatch, mixed_batch_qwen3, capsys):
+    """Registered as one entry of the table and nothing else: config, weights (RMSNorm: no biases, the DeepStack
+    norm too), spec = engine at every stage, the CLI's encode and taps, and --reference saying in one line that
+    transformers has no such tower."""
+    from qvlearn.tools import cli
+
+    monkeypatch.setitem(families.FAMILIES, QWEN3_RMS.name, QWEN3_RMS)
+    vision = dict(qvlearn.config.PRESETS["tiny-qwen3-vl"]["vision_config"], hidden_act="silu",
+                  model_type="qwen3_rms_swiglu_vision")
+    config_json = dict(model_type="qwen3_rms_swiglu", vision_config=vision)
+    config = qvlearn.config.vision_config_from_dict(config_json)
+    assert config.kind is QWEN3_RMS and config.deepstack_visual_indexes == (1, 2)
+    shapes = qvlearn.weights.expected_shapes(config)
+    assert "deepstack_merger_list.0.norm.weight" in shapes and not any(k.endswith("norm.bias") for k in shapes)
+    assert "blocks.0.mlp.gate_proj.weight" in shapes and "blocks.0.mlp.linear_fc1.weight" not in shapes
+    weights = qvlearn.weights.random_weights(config, seed=7)
+    path = qvlearn.weights.save_checkpoint(tmp_path / "rms", config_json, weights, dtype="float32")
+    stages = _engine_equals_spec_at_every_stage(config, weights, *mixed_batch_qwen3)
+    assert "blocks.0.mlp.gate" in stages and "deepstack.1" in stages
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)).save(image)
+    assert cli.main(["encode", str(image), "--model", str(path), "--out", str(tmp_path / "e.npz"), "--quiet"]) == 0
+    assert np.load(tmp_path / "e.npz")["deepstack.1"].shape[1] == config.out_hidden_size
+    taps = tmp_path / "t.safetensors"
+    assert cli.main(["taps", str(image), "--model", str(path), "--out", str(taps), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["taps", str(image), "--model", str(path), "--out", str(taps), "--reference", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "transformers has no vision tower for Qwen3-RMS-SwiGLU" in error, error
+
+
+# --- every entry of the kernel table runs, on every backend ------------------------------------------------------
+def _scaled(f, factor=1.01):
+    return lambda *args, **kw: f(*args, **kw) * factor
+
+
+WRONG = {  # entry -> (the preset whose forward runs it, a wrong replacement made from the right one)
+    "position_ids": ("tiny-qwen2-vl", lambda f: lambda g, m: np.ascontiguousarray(f(g, m)[:, ::-1])),
+    "inv_freq": ("tiny-qwen2-vl", lambda f: lambda d, t: f(d, t) * np.float32(1.5)),
+    "cu_seqlens": ("tiny-qwen2-vl", lambda f: lambda g, m: f(g, m)[[0, -1]]),
+    "window_index": ("tiny-qwen2.5-vl", lambda f: lambda g, m, ws, ps: f(g, m, 2 * ws, ps)),
+    "window_inverse": ("tiny-qwen2.5-vl", lambda f: lambda index: np.arange(len(index), dtype=index.dtype)),
+    "full_attention": ("tiny-qwen2.5-vl", lambda f: lambda cfg, i: not f(cfg, i)),
+    "position_interpolation": ("tiny-qwen3-vl", lambda f: lambda g, side, m: tuple(
+        np.ascontiguousarray(a[:, ::-1]) if k == 0 else a for k, a in enumerate(f(g, side, m)))),
+    "deepstack_taps": ("tiny-qwen3-vl", lambda f: lambda cfg: {b: len(f(cfg)) - 1 - j for b, j in f(cfg).items()}),
+    "patch_embed": ("tiny-qwen2-vl", _scaled),
+    "position_embed": ("tiny-qwen3-vl", _scaled),
+    "rotary": ("tiny-qwen2-vl", lambda f: lambda p, q: f(p, q)[::-1]),
+    "window_order": ("tiny-qwen2.5-vl", lambda f: lambda cos, sin, rows: (cos, sin)),
+    "linear": ("tiny-qwen2-vl", _scaled),
+    "layer_norm": ("tiny-qwen2-vl", _scaled),
+    "rms_norm": ("tiny-qwen2.5-vl", _scaled),
+    "activations": ("tiny-qwen2-vl", lambda f: {k: _scaled(v) for k, v in f.items()}),
+    "merger_act": ("tiny-qwen2-vl", _scaled),
+    "split_qkv": ("tiny-qwen2-vl", lambda f: lambda qkv, heads: (lambda q, k, v: (k, q, v))(*f(qkv, heads))),
+    "rotate": ("tiny-qwen2-vl", lambda f: lambda x, cos, sin: x),  # the README's example: RoPE left out
+    "project": ("tiny-qwen2-vl", lambda f: lambda *a: f(*a)._replace(v=f(*a).v * 1.01)),
+    "attend": ("tiny-qwen2-vl", _scaled),
+    "finish": ("tiny-qwen2-vl", _scaled),
+    "mlp_fc": ("tiny-qwen2-vl", _scaled),
+    "mlp_gated": ("tiny-qwen2.5-vl", _scaled),
+    "block": ("tiny-qwen2-vl", _scaled),
+    "merger": ("tiny-qwen2-vl", _scaled),
+    "merge_2x2": ("tiny-qwen2-vl", _scaled),
+    "restore_order": ("tiny-qwen2.5-vl", lambda f: lambda merged, inverse: merged),
+}
+
+
+def test_the_wrong_table_names_every_entry():
+    assert set(WRONG) == {f.name for f in dataclasses.fields(Kernels)}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "strict"])
+@pytest.mark.parametrize("entry", sorted(WRONG))
+def test_every_kernel_entry_is_called(entry, backend, mixed_batch_for):
+    """Each entry, swapped for a wrong one, changes the output (embeddings and DeepStack features) on NumPy and on
+    the strict stand-in for a GPU: no entry of the table is a hook that the forward bypasses."""
+    preset, wrong = WRONG[entry]
+    config = qvlearn.preset_config(preset)
+    weights = qvlearn.weights.random_weights(config, seed=3)
+    pixel_values, grid = mixed_batch_for(config)
+    right = qvlearn.VisionEncoder(config, weights, backend=backend)
+    swapped = right.with_kernels(KERNELS.replace(**{entry: wrong(getattr(KERNELS, entry))}))
+
+    def outputs(encoder):
+        out, features = encoder(pixel_values, grid, deepstack=True)
+        return [encoder.backend.to_numpy(a) for a in (out, *features)]
+
+    changed = [a.shape != b.shape or np.max(np.abs(a - b)) > 1e-4 * np.max(np.abs(a))
+               for a, b in zip(outputs(right), outputs(swapped), strict=True)]
+    assert any(changed), f"swapping {entry} changed nothing on {backend}"

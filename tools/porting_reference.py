@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qvlearn import PRESETS, preset_config  # noqa: E402
-from qvlearn.config import _ALIASES, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
+from qvlearn.config import ALIASES, HF_VISION_DEFAULTS, PRESET_NOTES  # noqa: E402
 from qvlearn.families import FAMILIES  # noqa: E402
 from qvlearn.families import model_types as all_model_types  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
@@ -110,7 +110,7 @@ def bugs_table() -> str:
 
 def page() -> str:
     model_types = ", ".join(f"`{k}`" for k in all_model_types())
-    aliases = ", ".join(f"`{k}` -> `{v}`" for k, v in _ALIASES.items())
+    aliases = ", ".join(f"`{k}` -> `{v}`" for k, v in ALIASES.items())
     mean = ", ".join(map(str, OPENAI_CLIP_MEAN))
     std = ", ".join(map(str, OPENAI_CLIP_STD))
     return f"""# Porter's reference
@@ -255,6 +255,11 @@ Qwen3.5 (`qwen3.5-27b`) and Qwen4-Exp (`qwen3.8-flash-next`) have the same tenso
 
 {weights_table("qwen3-omni-30b-a3b")}
 
+**Reading BF16 without torch.** Released snapshots store bfloat16. safetensors' NumPy reader returns
+`ml_dtypes.bfloat16` arrays when `ml-dtypes` is installed (qvlearn depends on it); `.astype(np.float32)` widens them
+exactly. Any other reader can widen the raw bytes itself: a bf16 value is the top 16 bits of a float32, so
+`(np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)` is exact (`qvlearn.backend.widen_bf16`).
+
 ## 6. Bugs that break ports, and where compare pins them
 
 `qvlearn.tools.bugs` builds each of these as a kernel table of qvlearn's engine (or preprocessing steps); `tests/test_bugs.py` proves that `compare` names the
@@ -273,7 +278,26 @@ naming the coarsest format that explains the file, bf16 before fp16, when a file
 (`pixel_values`, `grid_thw`) differ.
 
 {tap_table()}
+## 8. The index bookkeeping, as `qvlearn/spec.py` computes it
+
+The integer work where ports most often go wrong (the merge-block order, the window padding and its empty windows,
+the position table's aligned corners, clamped neighbour and tap order), quoted from the spec: plain NumPy, held
+bit for bit to transformers' `vision_utils` over many grids by the tests (`tests/test_spec.py`).
+
+```python
+{spec_source("position_ids", "cu_seqlens", "window_index", "table_taps")}
+```
 """
+
+
+def spec_source(*names) -> str:
+    """The source of these functions of qvlearn/spec.py, as they are."""
+    import inspect
+
+    from qvlearn import spec
+
+    return "\n\n".join(inspect.getsource(getattr(spec, name)).rstrip() for name in names)
+
 
 
 def main(argv) -> int:

@@ -119,17 +119,22 @@ def project_in_place(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
     return Projection(qk[:, 0, ...], qk[:, 1, ...], v, paired=True)
 
 
-def projection_step(xp):
-    """The projection step for arrays of namespace ``xp``: :func:`project_in_place` on NumPy, :func:`project_by_halves`
-    on every other backend (so CuPy runs the path the strict stand-in tests on CPU)."""
+def projection_step(xp, K=None):
+    """The projection step for arrays of namespace ``xp`` with the table ``K``: :func:`project_in_place` on NumPy,
+    :func:`project_by_halves` on every other backend (so CuPy runs the path the strict stand-in tests on CPU). The
+    in-place step is the fast form of the table's own ``rotate`` and ``split_qkv``; a table that replaces either
+    (a bug of the zoo, a kernel under trial) takes the by-halves step on NumPy too, so that the replacement runs."""
     from array_api_compat import is_numpy_namespace
 
-    return project_in_place if is_numpy_namespace(xp) else project_by_halves
+    from .kernels import KERNELS
+
+    own = K is None or (K.rotate is KERNELS.rotate and K.split_qkv is KERNELS.split_qkv)
+    return project_in_place if is_numpy_namespace(xp) and own else project_by_halves
 
 
 def project(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
     """Block step 1 (norm1 -> qkv -> RoPE), by :func:`projection_step`."""
-    return projection_step(array_namespace(x))(K, x, w, cfg, cos, sin)
+    return projection_step(array_namespace(x), K)(K, x, w, cfg, cos, sin)
 
 
 def finish(K, x, mixed, w: dict, cfg: VisionConfig, tap=None):
@@ -178,10 +183,10 @@ def merger(K, x, w: dict, cfg: VisionConfig, postshuffle: bool = False, tap=_no_
     """``[N, D] -> [N/4, out]``: the family's norm, the 2x2 concatenation (``K.merge_2x2``), a linear, the exact
     GELU (``K.merger_act``), a linear; names from ``cfg.kind.merger_names`` (``ln_q, mlp.0, mlp.2`` or ``norm,
     linear_fc1, linear_fc2``). ``postshuffle=True``: a DeepStack merger, which normalises after the concatenation
-    (a LayerNorm over 4D). ``tap`` sees the norm's output as ``merger.<norm name>``."""
+    (the family's norm over 4D: a LayerNorm in Qwen3-VL). ``tap`` sees the norm's output as ``merger.<norm name>``."""
     norm_name, fc1, fc2 = cfg.kind.merger_names
     if postshuffle:
-        h = K.layer_norm(K.merge_2x2(x, cfg.merge_unit), w[f"{norm_name}.weight"], w[f"{norm_name}.bias"], cfg.eps)
+        h = norm(K, K.merge_2x2(x, cfg.merge_unit), w, norm_name, cfg)  # [N/4, 4D]
     else:
         h = norm(K, x, w, norm_name, cfg)  # [N, D]
         tap(f"merger.{norm_name}", h)

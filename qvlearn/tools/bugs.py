@@ -24,7 +24,6 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .. import preprocessing, rotary
-from ..engine.block import project_by_halves
 from ..engine.kernels import KERNELS, Kernels
 from ..errors import InputError
 from ..layers import gelu, gelu_tanh
@@ -301,25 +300,21 @@ def _layer_norm_fp16(x, weight, bias, eps=1e-6):
     return xp.astype(normed, xp.float32) * weight + bias
 
 
-# The engine's projection step on NumPy rotates q and k as complex pairs (qvlearn.rotary.rotate_as_pairs); the bugs
-# of the rotation and of the qkv layout are bugs of the halves form, so with them the block takes that form.
-_BY_HALVES = dict(project=project_by_halves)
-
 # --- the zoo --------------------------------------------------------------------------------------------
 
 BUGS: dict[str, Bug] = {b.name: b for b in [
     Bug("rope-interleaved", "RoPE with GPT-J (interleaved) pairs instead of NeoX halves",
         "xLLM-AI/xllm PR #2120 (rotary_mode='interleave' switched to adjacent pairs; fixed to 'half')",
         "blocks.0.attn.q", "q and k wrong from block 0 on; every later stage drifts",
-        kernels=dict(_BY_HALVES, rotate=_rotate_interleaved)),
+        kernels=dict(rotate=_rotate_interleaved)),
     Bug("rotate-half-sign", "rotate_half with the sign on the wrong half",
         "no public report found (the rotate_half convention: notebook 3)", "blocks.0.attn.q",
         "positions rotate backwards: attention still local, values wrong",
-        kernels=dict(_BY_HALVES, rotate=_rotate_half_wrong_sign)),
+        kernels=dict(rotate=_rotate_half_wrong_sign)),
     Bug("qkv-contiguous", "q, k, v read as consecutive N*D chunks of the qkv buffer",
         "awslabs/slapo PR #46, vllm-project/vllm PR #13687 (qkv layout assumed contiguous)",
         "blocks.0.attn.q", "q mixes q, k and v features of other tokens",
-        kernels=dict(_BY_HALVES, split_qkv=_qkv_contiguous)),
+        kernels=dict(split_qkv=_qkv_contiguous)),
     Bug("rope-natural-order", "cos/sin left in natural order while the tokens are in window order",
         "no public report found (cos/sin follow the window order: notebook 4)", "blocks.0.attn.q",
         "each token rotated by another token's angles (same set of angles, other rows)",
@@ -412,7 +407,7 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
     Bug("rope-missing", "the 2-D RoPE left out because the learned table already gives positions",
         "hipfire #324 (table indexed without interpolation, 2-D RoPE missing)", "blocks.0.attn.q",
         "q and k unrotated: attention blind to relative position", family="qwen3_5",
-        kernels=dict(_BY_HALVES, rotate=_no_rotation)),
+        kernels=dict(rotate=_no_rotation)),
     Bug("block-gelu-exact", "exact erf GELU in the blocks where Qwen3 uses gelu_pytorch_tanh",
         "no public report found (the blocks' tanh GELU: notebook 13)", "blocks.0.mlp.act",
         "~1e-4 relative errors that grow through the blocks", family="qwen3_5",

@@ -136,7 +136,9 @@ def show_pipeline(*here: str, family: str = "qwen2_5_vl"):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
-    pipeline = PIPELINE_QWEN3 if family in ("qwen3_vl", "qwen3_5") else PIPELINE
+    from ..families import family as family_entry
+
+    pipeline = PIPELINE_QWEN3 if family_entry(family).position_table else PIPELINE
     names = [name for name, _, _ in pipeline]
     unknown = [h for h in here if h not in names]
     if unknown:

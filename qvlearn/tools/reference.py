@@ -28,7 +28,6 @@ from ..config import vision_config_from_dict  # noqa: E402
 from ..families import FAMILIES  # noqa: E402
 from .check import assert_close, rel_error  # noqa: E402,F401  (re-exported for tests and notebooks)
 
-TRANSFORMERS_VERSION = "5.23.0"
 VISION_START = FAMILIES["qwen2_vl"].token_ids["vision_start_token_id"]
 
 
@@ -36,7 +35,14 @@ def _hf_classes(family: str):
     """(vision config class, vision model class) of transformers for a family: its table entry's ``reference``."""
     import importlib
 
-    module, config_class, model_class = FAMILIES[family].reference
+    kind = FAMILIES[family]
+    if len(kind.reference) != 3:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"transformers has no vision tower for {kind.title} (its family entry names no reference "
+                          "class), so there is nothing to compare against: drop --reference, or add the class to "
+                          f"the {family} entry of qvlearn/families.py")
+    module, config_class, model_class = kind.reference
     configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
     modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
     return getattr(configuration, config_class), getattr(modeling, model_class)
@@ -363,8 +369,9 @@ def reference_video(frames, min_pixels: int = 3136, max_pixels: int = 12845056, 
 
 
 def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_merge_size: int = 2):
-    """transformers' own ``get_rope_index`` of ``Qwen2VLModel`` / ``Qwen2_5_VLModel``, bound to a stand-in
-    that holds only the config it reads (no LLM weights are built)."""
+    """transformers' own ``get_rope_index`` of ``Qwen2VLModel`` / ``Qwen2_5_VLModel`` / ``Qwen3VLModel`` (by the
+    family entry's ``rope_index`` rule: Qwen3.5 and Qwen4-Exp take Qwen3-VL's) or of an Omni thinker, bound to a
+    stand-in that holds only the config it reads (no LLM weights are built)."""
     import functools
     import types
 
@@ -380,21 +387,24 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
         stand_in = types.SimpleNamespace(config=config, spatial_merge_size=spatial_merge_size)
         stand_in.get_llm_pos_ids_for_vision = functools.partial(model.get_llm_pos_ids_for_vision, stand_in)
         return functools.partial(model.get_rope_index, stand_in)
-    if family == "qwen2_vl":
+    rule = FAMILIES[family].rope_index
+    if rule == "qwen2_vl":
         from transformers import Qwen2VLConfig as Config
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel as Model
 
         config = Config(vision_config={"spatial_merge_size": spatial_merge_size})
-    elif family == "qwen3_vl":
+    elif rule == "qwen3_vl":
         from transformers import Qwen3VLConfig as Config
         from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel as Model
 
         config = Config(vision_config={"spatial_merge_size": spatial_merge_size})
-    else:
+    elif rule == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig as Config
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel as Model
 
         config = Config(vision_config={"tokens_per_second": tokens_per_second, "spatial_merge_size": spatial_merge_size})
+    else:
+        raise ValueError(f"no reference get_rope_index for the M-RoPE rule {rule!r} of {family}")
     stand_in = types.SimpleNamespace(config=config)
     stand_in.get_vision_position_ids = functools.partial(Model.get_vision_position_ids, stand_in)
     return functools.partial(Model.get_rope_index, stand_in)

@@ -95,6 +95,7 @@ def load_taps(path) -> tuple[dict, dict]:
 DEFAULT_SCALE_TOL = 1e-6
 BASELINE_FACTOR = 10.0
 SCALE_NOISE = 1e-7  # float32 noise gives scale errors below this on every stage of a 32-block tower
+BASELINE_MIN_REL = 1e-6  # with a baseline, a stage's rel passes below this whatever its floor
 INPUT_STAGES = ("pixel_values", "grid_thw")
 EXIT_BEYOND, EXIT_INPUTS = 1, 3
 """compare's exit codes besides 0 (every stage within tolerance) and 2 (bad input): 1, a stage of the encoder is
@@ -390,6 +391,7 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
             row.note = ((row.note + "; ") if row.note else "") + (
                 f"the two files' inputs differ ({kind}): every later stage differs for that reason alone; "
                 "make the inputs agree first (feed the port the same pixel_values)")
+    _name_cross_matches(rows, a, b, rtol)
     if not stages:
         rows += _other_family_rows(a, b)
     if baseline is not None:
@@ -399,7 +401,7 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
                 floor = compare_stage(row.name, np.asarray(b[row.name]), np.asarray(baseline[row.name]), math.inf,
                                       math.inf)
                 row.floor, row.scale_floor = floor.rel, floor.scale
-                if row.ok and row.rel > max(factor * floor.rel, 1e-6):
+                if row.ok and row.rel > max(factor * floor.rel, BASELINE_MIN_REL):
                     row.ok = False
                     row.note = f"{row.rel / max(floor.rel, 1e-12):.0f}x the float32 noise floor of this stage"
                 elif row.ok and row.scale == row.scale and row.scale > max(factor * floor.scale, SCALE_NOISE):
@@ -407,6 +409,28 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
                     row.note = (f"a systematic scale error {row.scale / max(floor.scale, 1e-15):.0f}x the baseline's "
                                 f"at this stage ({row.scale:.1e} against {floor.scale:.1e}): an eps or a constant?")
     return rows
+
+
+def _name_cross_matches(rows: list, a: dict, b: dict, rtol: float) -> None:
+    """A failing stage inside a block whose values are the reference's values of another stage of that block (swapped
+    gate and up, q and k): say so, and that the two are swapped when each matches the other."""
+    failing = {r.name: r for r in rows if not r.ok and block_of(r.name) and block_of(r.name)[1]}
+    for name, row in failing.items():
+        i, inner = block_of(name)
+        mine = np.asarray(a[name], dtype=np.float64)
+        for other in (n for n in b if n != name and (block_of(n) or (None, None))[0] == i and block_of(n)[1]):
+            theirs = np.asarray(b[other], dtype=np.float64)
+            scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+            if theirs.shape != mine.shape or not scale or float(np.max(np.abs(mine - theirs))) / scale > rtol:
+                continue
+            other_inner = block_of(other)[1]
+            back = other in a and np.asarray(a[other]).shape == np.asarray(b[name]).shape and float(
+                np.max(np.abs(np.asarray(a[other], np.float64) - np.asarray(b[name], np.float64)))) <= rtol * max(
+                float(np.max(np.abs(np.asarray(b[name], np.float64)))), 1e-30)
+            note = (f"{inner} and {other_inner} swapped: this file's {inner} is the reference's {other_inner} and the "
+                    f"other way round" if back else f"this file's {inner} equals the reference's {other_inner}")
+            row.note = note + (f"; {row.note}" if row.note else "")
+            break
 
 
 # Stages that belong to one MLP or merger layout: a file holding one while the reference holds the other is a port
@@ -457,12 +481,19 @@ def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_
     bad = [r for r in rows if not r.ok]
     limits = f"rel <= {rtol:g} and scale error <= {scale_tol:g}"
     if with_floor:
-        limits += f", each at most {factor:g}x the baseline's noise floor of the stage"
+        limits += (f", and at most {factor:g}x the baseline's noise floor of the stage or {BASELINE_MIN_REL:g} in rel "
+                   f"and {SCALE_NOISE:g} in scale, whichever is larger")
     if bad and _inputs_differ(bad[0]):
         lines.append(f"the inputs differ at {bad[0].name}: the files come from different images or preprocessing, so "
                      f"nothing after it judges a port (exit {EXIT_INPUTS})")
     elif bad:
         lines.append(f"first stage beyond tolerance: {bad[0].name} (limits: {limits})")
+        where = block_of(bad[0].name)
+        if where and where[1] in (None, "natural") and not any(
+                (block_of(r.name) or (None, None))[0] == where[0] and (block_of(r.name) or (0, None))[1] not in
+                (None, "natural") for r in rows):
+            lines.append(f"to see where inside block {where[0]} it departs, tap its inner stages in both runs: "
+                         f"taps ... --stages 'blocks.{where[0]}.*' (norm1, attn.q, attn.k, ... mlp), then compare again")
     else:
         lines.append(f"all {len(rows)} stages within tolerance ({limits}; integers identical)")
     return "\n".join(lines)
