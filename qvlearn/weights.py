@@ -56,50 +56,61 @@ def count_nonfinite(tensor: np.ndarray) -> int:
     return int(np.count_nonzero(np.bitwise_and(bits, uint(mask)) == uint(mask)))
 
 
-WEIGHT_ROLES = {
-    "patch_embed.proj.weight": "Conv3d kernel (D, C, T, P, P), no bias; as a matrix `reshape(D, C*T*P*P)`: "
-                               "`patch_embeds = pixel_values @ W.T`",
-    "norm1.weight": "pre-attention norm gain", "norm1.bias": "pre-attention LayerNorm bias (Qwen2-VL only)",
-    "norm2.weight": "pre-MLP norm gain", "norm2.bias": "pre-MLP LayerNorm bias (Qwen2-VL only)",
-    "attn.qkv.weight": "fused projection; output rows q (all heads), then k, then v, each head-major",
-    "attn.qkv.bias": "its bias, same layout", "attn.proj.weight": "attention output projection",
-    "attn.q.weight": "Qwen2.5-Omni: the query projection alone (D -> D); qkv = concat(q, k, v) by output rows",
-    "attn.q.bias": "its bias", "attn.k.weight": "Qwen2.5-Omni: the key projection (D -> D)", "attn.k.bias": "its bias",
-    "attn.v.weight": "Qwen2.5-Omni: the value projection (D -> D)", "attn.v.bias": "its bias",
-    "attn.proj.bias": "its bias",
-    "mlp.fc1.weight": "MLP up (D -> 4D), then QuickGELU", "mlp.fc1.bias": "its bias",
-    "mlp.fc2.weight": "MLP down (4D -> D)", "mlp.fc2.bias": "its bias",
-    "mlp.gate_proj.weight": "SwiGLU gate: `silu(gate(x)) * up(x)`", "mlp.gate_proj.bias": "its bias",
-    "mlp.up_proj.weight": "SwiGLU up branch", "mlp.up_proj.bias": "its bias",
-    "mlp.down_proj.weight": "SwiGLU down (I -> D)", "mlp.down_proj.bias": "its bias",
-    "merger.ln_q.weight": "merger norm gain (over D, before the 2x2 concat)",
-    "merger.ln_q.bias": "merger LayerNorm bias (Qwen2-VL only)",
-    "merger.mlp.0.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.mlp.0.bias": "its bias",
-    "merger.mlp.2.weight": "merger Linear(4D, out_hidden_size): the LLM width", "merger.mlp.2.bias": "its bias",
-    # Qwen3-VL / Qwen3.5
-    "patch_embed.proj.bias": "Conv3d bias (Qwen3-VL / Qwen3.5 only): `patch_embeds = pixel_values @ W.T + b`",
-    "pos_embed.weight": "learned absolute positions [side*side, D] (48*48 as released), bilinearly interpolated "
-                        "(corners aligned) to each grid and added to patch_embeds",
-    "mlp.linear_fc1.weight": "MLP up (D -> I), then gelu_pytorch_tanh", "mlp.linear_fc1.bias": "its bias",
-    "mlp.linear_fc2.weight": "MLP down (I -> D)", "mlp.linear_fc2.bias": "its bias",
-    "merger.norm.weight": "merger LayerNorm gain (over D, before the 2x2 concat)", "merger.norm.bias": "its bias",
-    "merger.linear_fc1.weight": "merger Linear(4D, 4D), then exact (erf) GELU", "merger.linear_fc1.bias": "its bias",
-    "merger.linear_fc2.weight": "merger Linear(4D, out_hidden_size)", "merger.linear_fc2.bias": "its bias",
-    "deepstack_merger_list.{j}.norm.weight": "DeepStack merger j: LayerNorm gain over 4D (after the 2x2 concat)",
-    "deepstack_merger_list.{j}.norm.bias": "its bias",
-    "deepstack_merger_list.{j}.linear_fc1.weight": "DeepStack merger j: Linear(4D, 4D), then exact GELU",
-    "deepstack_merger_list.{j}.linear_fc1.bias": "its bias",
-    "deepstack_merger_list.{j}.linear_fc2.weight": "DeepStack merger j: Linear(4D, out_hidden_size)",
-    "deepstack_merger_list.{j}.linear_fc2.bias": "its bias",
-    # Qwen3-Omni: the Qwen3-VL tower with Qwen2's merger names
-    "merger_list.{j}.ln_q.weight": "Qwen3-Omni's DeepStack merger j: LayerNorm gain over 4D (after the 2x2 concat)",
-    "merger_list.{j}.ln_q.bias": "its bias",
-    "merger_list.{j}.mlp.0.weight": "Qwen3-Omni's DeepStack merger j: Linear(4D, 4D), then exact GELU",
-    "merger_list.{j}.mlp.0.bias": "its bias",
-    "merger_list.{j}.mlp.2.weight": "Qwen3-Omni's DeepStack merger j: Linear(4D, out_hidden_size)",
-    "merger_list.{j}.mlp.2.bias": "its bias",
-}
-"""What each checkpoint tensor does (names without ``visual.`` and, for blocks, without ``blocks.{i}.``)."""
+_ACT_NAMES = {"quick_gelu": "QuickGELU", "silu": "SiLU", "gelu": "exact (erf) GELU",
+              "gelu_pytorch_tanh": "gelu_pytorch_tanh (the tanh GELU)"}
+
+
+def weight_role(cfg: VisionConfig, name: str) -> str:
+    """What the checkpoint tensor ``name`` (without the prefix; ``blocks.{i}.`` and ``{j}`` of a DeepStack merger may
+    be left out) does in ``cfg``'s tower, written from the family entry: its norm, MLP, activation and merger names,
+    so that no family's note is copied to another."""
+    kind = cfg.kind
+    norm = "LayerNorm" if kind.norm == "layer" else "RMSNorm"
+    act = _ACT_NAMES.get(cfg.hidden_act, cfg.hidden_act)
+    inner = name.replace("blocks.{i}.", "")
+    if inner.startswith("blocks."):
+        inner = inner.split(".", 2)[2]
+    part, _, what = inner.rpartition(".")
+    if what == "bias" and part not in ("patch_embed.proj", "attn.qkv") and not part.endswith(("norm1", "norm2")) \
+            and not part.endswith(kind.merger_names[0]):
+        return "its bias"
+    if part == "patch_embed.proj":
+        if what == "bias":
+            return "Conv3d bias: `patch_embeds = pixel_values @ W.T + b`"
+        bias = " + b" if kind.patch_bias else ""
+        return (f"Conv3d kernel (D, C, T, P, P){'' if kind.patch_bias else ', no bias'}; as a matrix "
+                f"`reshape(D, C*T*P*P)`: `patch_embeds = pixel_values @ W.T{bias}`")
+    if part == "pos_embed":
+        side = cfg.position_grid_side
+        return (f"learned absolute positions [side*side, D] ({side}*{side} here), bilinearly interpolated (corners "
+                "aligned) to each grid and added to patch_embeds")
+    if part in ("norm1", "norm2"):
+        where = "pre-attention" if part == "norm1" else "pre-MLP"
+        return f"{where} {norm} {'gain' if what == 'weight' else 'bias'}"
+    if part == "attn.qkv":
+        return ("fused projection; output rows q (all heads), then k, then v, each head-major" if what == "weight"
+                else "its bias, same layout")
+    if part in (f"attn.{n}" for n in kind.qkv_names if n != "qkv"):
+        role = {"q": "query", "k": "key", "v": "value"}[part[-1]]
+        return f"the {role} projection alone (D -> D); the fused qkv is concat(q, k, v) by output rows"
+    if part == "attn.proj":
+        return "attention output projection (D -> D)"
+    mlp = [f"mlp.{n}" for n in kind.mlp_names]
+    if part in mlp:
+        if kind.mlp == "gated":
+            return {0: f"gated MLP's gate (D -> I): `{act}(gate(x)) * up(x)`", 1: "gated MLP's up branch (D -> I)",
+                    2: "gated MLP's down (I -> D)"}[mlp.index(part)]
+        return f"MLP up (D -> I), then {act}" if mlp.index(part) == 0 else "MLP down (I -> D)"
+    norm_name, fc1, fc2 = kind.merger_names
+    for prefix, title, over in (("merger.", "merger", "over D, before the 2x2 concat"),
+                                (f"{kind.deepstack_name}.{{j}}.", "DeepStack merger j", "over 4D, after the 2x2 concat")):
+        if part == prefix + norm_name:
+            return f"{title} {norm} {'gain' if what == 'weight' else 'bias'} ({over})"
+        if part == prefix + fc1:
+            return f"{title} Linear(4D, 4D), then exact (erf) GELU"
+        if part == prefix + fc2:
+            return f"{title} Linear(4D, out_hidden_size): the LLM width"
+    raise KeyError(f"no role for {name!r} in {cfg.family}")
 
 
 def expected_shapes(cfg: VisionConfig) -> dict[str, tuple]:

@@ -184,3 +184,22 @@ def test_random_checkpoint_is_seeded(tmp_path):
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     with pytest.raises(qvlearn.ConfigError, match="unknown preset"):
         qvlearn.save_random_checkpoint(tmp_path / "d", "qwen3-vl-9b")
+
+
+@pytest.mark.parametrize("preset", ["qwen2-vl-2b", "qwen2.5-vl-7b", "qwen3-vl-8b", "qwen3.5-9b", "qwen2.5-omni-7b",
+                                    "qwen3-omni-30b-a3b"])
+def test_every_weight_has_a_role_true_of_its_family(preset):
+    """The roles porting.md lists are written from the family entry: a bias is never called absent, a LayerNorm is
+    never called an RMSNorm, and no row names another family."""
+    import re
+
+    from qvlearn.families import FAMILIES
+    from qvlearn.weights import expected_shapes, weight_role
+
+    config = qvlearn.preset_config(preset)
+    shapes = expected_shapes(config)
+    roles = {n: weight_role(config, re.sub(r"_list\.\d+\.", "_list.{j}.", n)) for n in shapes}
+    assert ("no bias" in roles["patch_embed.proj.weight"]) == ("patch_embed.proj.bias" not in shapes)
+    other = "RMSNorm" if config.kind.norm == "layer" else "LayerNorm"
+    assert not any(other in r for r in roles.values())
+    assert not any(f.title in r for f in FAMILIES.values() for r in roles.values())

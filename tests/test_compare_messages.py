@@ -215,3 +215,30 @@ def test_the_limits_line_states_the_minimum_floors(checkpoint, golden):
     rows = compare_taps(golden, golden, baseline=golden)
     line = format_table(rows, 1e-5).splitlines()[-1]
     assert "or 1e-06 in rel and 1e-07 in scale" in line, line
+
+
+def test_a_golden_file_with_floors_catches_eps_outside_the_root_without_a_baseline(tmp_path, checkpoint):
+    """`taps --floors` stores each stage's float32 noise floor (qvlearn against transformers) in the golden file; a
+    two-file compare then names blocks.0.norm1 for an RMSNorm with eps outside the root, and passes a clean run."""
+    from PIL import Image
+
+    from qvlearn.tools.taps import FLOORS_KEY, load_taps, save_taps
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 230, 3), dtype=np.uint8)).save(image)
+    model = checkpoint("tiny-qwen2.5-vl")
+    golden, clean, port = (tmp_path / f"{n}.safetensors" for n in ("golden", "clean", "port"))
+    for out, extra in ((golden, ["--floors"]), (clean, ["--reference"])):
+        proc = subprocess.run(PY + ["taps", str(image), "--model", str(model), "--stages", "*", "--out", str(out),
+                                    "--quiet", *extra], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    stages, metadata = load_taps(golden)
+    assert FLOORS_KEY in metadata
+    encoder = qvlearn.load_encoder(model).with_kernels(KERNELS.replace(rms_norm=_rms_outside_the_root))
+    pixel_values, grid = qvlearn.preprocess(images=[str(image)])
+    save_taps(port, encoder.trace(pixel_values, grid, to_numpy=True, stages="*"), source="a port")
+    proc = subprocess.run(PY + ["compare", str(port), str(golden)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "first stage beyond tolerance: blocks.0.norm1" in proc.stdout, proc.stdout
+    assert "reference file's floor" in proc.stdout
+    proc = subprocess.run(PY + ["compare", str(clean), str(golden)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

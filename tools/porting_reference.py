@@ -1,6 +1,6 @@
-"""Write docs/porting.md, the porter's reference page, from qvlearn's own code (and the README's tap table).
+"""Write docs/porting.md, the porter's reference page, from qvlearn's own code (and docs/taps.md's tap table).
 
-    python tools/porting_reference.py            rewrite docs/porting.md and the README's tap table
+    python tools/porting_reference.py            rewrite docs/porting.md and docs/taps.md's tap table
     python tools/porting_reference.py --check    exit 1 if either differs from what the code says
 
 The tables (presets with defaults applied, class defaults, weights) are generated from qvlearn.config and
@@ -22,10 +22,10 @@ from qvlearn.families import model_types as all_model_types  # noqa: E402
 from qvlearn.preprocessing import MAX_ASPECT_RATIO, MAX_PIXELS, MIN_PIXELS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
 from qvlearn.tools.bugs import BRIDGE_BUGS, BUGS  # noqa: E402
 from qvlearn.tools.taps import EXIT_BEYOND, EXIT_INPUTS, TAP_TABLE  # noqa: E402
-from qvlearn.weights import PREFIXES, WEIGHT_ROLES, checkpoint_prefix, expected_shapes  # noqa: E402
+from qvlearn.weights import PREFIXES, checkpoint_prefix, expected_shapes, weight_role  # noqa: E402
 
 TARGET = ROOT / "docs" / "porting.md"
-README = ROOT / "README.md"
+TAPS_PAGE = ROOT / "docs" / "taps.md"
 TAP_MARKERS = ("<!-- tap-table -->", "<!-- /tap-table -->")
 
 
@@ -49,7 +49,7 @@ def families_table() -> str:
     return "\n".join(lines)
 
 
-def readme_with_tap_table(text: str) -> str:
+def with_tap_table(text: str) -> str:
     start, end = text.index(TAP_MARKERS[0]) + len(TAP_MARKERS[0]), text.index(TAP_MARKERS[1])
     return text[:start] + "\n" + tap_table() + "\n" + text[end:]
 
@@ -88,9 +88,8 @@ def weights_table(preset: str) -> str:
             continue
         if name.startswith(cfg.kind.deepstack_name + ".") and not name.startswith(cfg.kind.deepstack_name + ".0."):
             continue
-        short = name.split(".", 2)[2] if name.startswith("blocks.") else name.replace("_list.0.", "_list.{j}.")
         shown = name.replace("blocks.0.", "blocks.{i}.").replace("_list.0.", "_list.{j}.")
-        lines.append(f"| `{shown}` | {tuple(shape)} | {WEIGHT_ROLES[short]} |")
+        lines.append(f"| `{shown}` | {tuple(shape)} | {weight_role(cfg, shown)} |")
     total = sum(int(__import__('math').prod(s)) for s in shapes.values())
     lines.append(f"\n{len(shapes)} tensors, {total:,} parameters.")
     return "\n".join(lines)
@@ -120,7 +119,7 @@ qvlearn implements and tests it against transformers 5.23. Generated from the co
 page and the code disagree). The whole forward to port from is [`qvlearn/spec.py`](../qvlearn/spec.py) (plain NumPy,
 every family); what differs between the families is one entry each in
 [`qvlearn/families.py`](../qvlearn/families.py). The stage-by-stage walk-through is the course (`notebooks/`); the
-tap format and `compare` are in section 7 and the README.
+tap format and `compare` are in section 7 and [docs/taps.md](taps.md).
 
 The families, as [`qvlearn/families.py`](../qvlearn/families.py) describes them:
 
@@ -301,7 +300,7 @@ def spec_source(*names) -> str:
 
 
 def main(argv) -> int:
-    outputs = {TARGET: page(), README: readme_with_tap_table(README.read_text(encoding="utf-8"))}
+    outputs = {TARGET: page(), TAPS_PAGE: with_tap_table(TAPS_PAGE.read_text(encoding="utf-8"))}
     if argv == ["--check"]:
         stale = [p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
         for path in stale:

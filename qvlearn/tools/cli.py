@@ -275,7 +275,7 @@ def cmd_taps(args) -> int:
     import qvlearn
 
     from ..config import read_config_json, vision_config_from_dict
-    from .taps import add_natural_order, save_taps, select_stages
+    from .taps import add_natural_order, noise_floors, save_taps, select_stages
 
     log = _log(args)
     out = check_out(args.out, (".safetensors",))
@@ -284,19 +284,19 @@ def cmd_taps(args) -> int:
         select_stages(vision, args.stages)
         args.stages = [*args.stages, "pixel_values", "grid_thw", "embeddings"]
     pixel_values, grid_thw = _inputs(args, vision.family)
-    cost = check_cost(args, vision, grid_thw, log, reference=args.reference)
-    if args.reference:
+    cost = check_cost(args, vision, grid_thw, log, reference=args.reference or args.floors)
+    if args.reference or args.floors:
         try:
             from .reference import reference_tower, reference_trace
         except ImportError as exc:
-            raise qvlearn.QvlearnError(f"taps --reference runs transformers' tower and needs torch and transformers "
-                                       f"({exc}); install them with pip install 'qvlearn[reference]' (README: Use it "
-                                       "as a library), or drop --reference for qvlearn's taps") from None
+            raise qvlearn.QvlearnError(f"taps --reference and --floors run transformers' tower and need torch and "
+                                       f"transformers ({exc}); install them with pip install 'qvlearn[reference]' "
+                                       "(README: Use it as a library), or drop the flag for qvlearn's taps") from None
     model = _model_dir(args, log)
     config = read_config_json(model)
     vision = vision_config_from_dict(config, source=str(model / "config.json"))
-    if args.reference:
-        qvlearn.load_weights(model, vision, dtype="bfloat16")  # qvlearn's checks first: names, shapes, NaN/Inf
+
+    def transformers_stages():
         if args.threads:
             import torch
 
@@ -304,29 +304,49 @@ def cmd_taps(args) -> int:
         try:
             tower = reference_tower(model)
             log(f"running transformers' {vision.family} tower ({vision.depth} blocks) ...")
-            stages = reference_trace(tower, pixel_values, grid_thw, stages=args.stages)
+            found = reference_trace(tower, pixel_values, grid_thw, stages=args.stages)
         except (qvlearn.QvlearnError, KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # torch's and transformers' own errors on a snapshot qvlearn accepted
             first = " ".join(str(exc).split())[:300]
             raise qvlearn.CheckpointError(f"transformers could not run the {vision.family} tower of {model}: "
                                           f"{type(exc).__name__}: {first}") from None
-        if not args.stages:
-            add_natural_order(stages)
-        source, backend = "transformers", "torch"
-    else:
+        return found if args.stages else add_natural_order(found)
+
+    def qvlearn_stages():
         encoder = qvlearn.load_encoder(model, backend=args.backend)
         bar, tap = _progress(cost, args.quiet)
         with bar:
-            stages = encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages, tap=tap)
-        source, backend = "qvlearn", encoder.backend.name
-    save_taps(out, stages, source=source, config=config, backend=backend)
+            return encoder.trace(pixel_values, grid_thw, to_numpy=True, stages=args.stages, tap=tap), \
+                encoder.backend.name
+
+    if args.reference:
+        qvlearn.load_weights(model, vision, dtype="bfloat16")  # qvlearn's checks first: names, shapes, NaN/Inf
+        stages, source, backend = transformers_stages(), "transformers", "torch"
+        other = qvlearn_stages()[0] if args.floors else None
+    else:
+        (stages, backend), source = qvlearn_stages(), "qvlearn"
+        other = transformers_stages() if args.floors else None
+    floors = noise_floors(stages, other) if other is not None else None
+    if floors:
+        log(f"noise floors of {len(floors)} stages measured against "
+            f"{'qvlearn' if args.reference else 'transformers'}, stored in the file's metadata")
+    save_taps(out, stages, source=source, config=config, backend=backend, floors=floors)
     print(f"wrote {len(stages)} stages from {source} for grid_thw {grid_thw.tolist()} to {out}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .taps import TapError, compare_taps, exit_code, format_table, is_stage_name, load_taps, only_in_one
+    from .taps import (
+        TapError,
+        compare_taps,
+        exit_code,
+        format_table,
+        is_stage_name,
+        load_taps,
+        only_in_one,
+        stored_floors,
+    )
 
     for label, path in (("B", args.b), ("--baseline", args.baseline)):
         if path and Path(args.a).exists() and Path(path).exists() and os.path.samefile(args.a, path):
@@ -337,10 +357,11 @@ def cmd_compare(args) -> int:
         raise TapError(f"B and --baseline are the same file ({args.baseline}): its noise floor would be zero at every "
                        "stage. The baseline is a second reference (transformers' taps when B is qvlearn's)")
     a, _ = load_taps(args.a)
-    b, _ = load_taps(args.b)
+    b, b_meta = load_taps(args.b)
     baseline = load_taps(args.baseline)[0] if args.baseline else None
+    floors = None if baseline is not None else stored_floors(b_meta, args.b)
     rows = compare_taps(a, b, rtol=args.rtol, stages=args.stage, scale_tol=args.scale_tol, baseline=baseline,
-                        factor=args.factor)
+                        factor=args.factor, floors=floors)
     print(format_table(rows, args.rtol, args.scale_tol, args.factor))
     if args.stage:
         unknown = sorted(n for n in {*a, *b} if not is_stage_name(n))
@@ -443,7 +464,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "stage against transformers.",
         epilog="Exit codes: 0 done, 1 compare found a stage beyond tolerance, 2 bad input, 3 compare found that the "
                "inputs differ, 130 interrupted. "
-               "More in the README: 'Use it as a library' and 'Golden taps'.")
+               "More in the README ('Use it as a library') and docs/taps.md (taps and compare).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,taps,compare}")
 
@@ -468,6 +489,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     taps.add_argument("--out", required=True, metavar="FILE", help="output .safetensors tap file")
     taps.add_argument("--reference", action="store_true",
                       help="write the taps of transformers' tower instead (needs torch and transformers)")
+    taps.add_argument("--floors", action="store_true",
+                      help="also run the other implementation (transformers, or qvlearn with --reference) and store "
+                           "each stage's float32 noise floor in the file's metadata: compare then judges a port "
+                           "against those floors without --baseline (needs torch and transformers; twice the time)")
     taps.set_defaults(func=cmd_taps)
 
     cmp = sub.add_parser("compare", help="compare two tap files stage by stage (the second is the reference)",

@@ -55,8 +55,40 @@ def add_natural_order(stages: dict) -> dict:
     return stages
 
 
-def save_taps(path, stages: dict, *, source: str, config: dict | None = None, backend: str = "numpy") -> Path:
-    """Write ``stages`` (NumPy arrays by stage name) as a version-1 tap file."""
+FLOORS_KEY = "noise_floors"
+"""Metadata key of a tap file's float32 noise floors: JSON ``{stage: [rel, scale]}``, each stage's difference to a
+second float32 implementation of the same forward (qvlearn against transformers), written by ``taps --floors``."""
+
+
+def noise_floors(stages: dict, other: dict) -> dict:
+    """``{stage: (rel, scale)}``: each float stage's float32 noise floor, measured against ``other`` (the same
+    forward by another implementation)."""
+    floors = {}
+    for name, value in stages.items():
+        if name in other and name not in INTEGER_STAGES and np.asarray(value).shape == np.asarray(other[name]).shape:
+            row = compare_stage(name, np.asarray(value), np.asarray(other[name]), math.inf, math.inf)
+            if row.rel == row.rel:
+                floors[name] = (row.rel, row.scale)
+    return floors
+
+
+def stored_floors(metadata: dict, label: str = "the reference file") -> dict | None:
+    """The noise floors a tap file's metadata holds (``taps --floors``), or None."""
+    text = (metadata or {}).get(FLOORS_KEY)
+    if not text:
+        return None
+    try:
+        floors = {k: (float(r), float(s)) for k, (r, s) in json.loads(text).items()}
+    except (ValueError, TypeError) as exc:
+        raise TapError(f"{label}: its metadata {FLOORS_KEY!r} is not a JSON object of [rel, scale] pairs ({exc})") \
+            from None
+    return floors
+
+
+def save_taps(path, stages: dict, *, source: str, config: dict | None = None, backend: str = "numpy",
+              floors: dict | None = None) -> Path:
+    """Write ``stages`` (NumPy arrays by stage name) as a version-1 tap file; ``floors`` (:func:`noise_floors`) go
+    into its metadata."""
     from safetensors.numpy import save_file
 
     from .. import __version__
@@ -66,6 +98,8 @@ def save_taps(path, stages: dict, *, source: str, config: dict | None = None, ba
     tensors = {name: np.ascontiguousarray(np.asarray(stages[name])) for name in sorted(stages, key=stage_order)}
     metadata = {FORMAT_KEY: FORMAT_VERSION, "source": source, "qvlearn_version": __version__, "backend": backend,
                 "config": json.dumps(config or {})}
+    if floors:
+        metadata[FLOORS_KEY] = json.dumps({k: [float(r), float(s)] for k, (r, s) in floors.items()})
     with atomic_file(path) as tmp:  # whole or not at all
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -336,14 +370,15 @@ def _diagnose_value(name: str, a: np.ndarray, b: np.ndarray, a64, b64) -> str:
 
 def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | None = None,
                  scale_tol: float = DEFAULT_SCALE_TOL, baseline: dict | None = None,
-                 factor: float = BASELINE_FACTOR) -> list[StageDiff]:
+                 factor: float = BASELINE_FACTOR, floors: dict | None = None) -> list[StageDiff]:
     """Compare two tap dicts stage by stage (``b`` is the reference for the relative error).
 
     A float stage passes when ``max|a-b|/max|b| <= rtol`` and its best-fit scale ``<a,b>/<b,b>`` is within
     ``scale_tol`` of 1 (float32 noise has no systematic scale; an eps or a constant does). With ``baseline``
     (a third file, e.g. transformers' taps when ``b`` is qvlearn's), each stage's ``rel(b, baseline)`` and scale
     error are its float32 noise floors, and a stage more than ``factor`` times above either (and above 1e-6 in rel,
-    :data:`SCALE_NOISE` in scale) fails too.
+    :data:`SCALE_NOISE` in scale) fails too. Without ``baseline``, ``floors`` (``{stage: (rel, scale)}``, what
+    ``taps --floors`` stores in a reference file's metadata: :func:`noise_floors`) serve the same way.
     Without ``stages``, every stage both files hold is compared; they must share a stage of the encoder
     (not only the inputs), and ``embeddings``, the output, must be in both. ``stages``: glob patterns
     (``"blocks.3.*"``, ``"embeddings"``); each must match a stage both files hold, and the other names in the files
@@ -396,18 +431,28 @@ def compare_taps(a: dict, b: dict, rtol: float = DEFAULT_RTOL, stages: list | No
         rows += _other_family_rows(a, b)
     if baseline is not None:
         check_names({k: v for k, v in baseline.items() if k in names}, "baseline")
-        for row in rows:
-            if row.name in baseline and np.asarray(baseline[row.name]).shape == row.shape and row.rel == row.rel:
-                floor = compare_stage(row.name, np.asarray(b[row.name]), np.asarray(baseline[row.name]), math.inf,
-                                      math.inf)
-                row.floor, row.scale_floor = floor.rel, floor.scale
-                if row.ok and row.rel > max(factor * floor.rel, BASELINE_MIN_REL):
-                    row.ok = False
-                    row.note = f"{row.rel / max(floor.rel, 1e-12):.0f}x the float32 noise floor of this stage"
-                elif row.ok and row.scale == row.scale and row.scale > max(factor * floor.scale, SCALE_NOISE):
-                    row.ok = False
-                    row.note = (f"a systematic scale error {row.scale / max(floor.scale, 1e-15):.0f}x the baseline's "
-                                f"at this stage ({row.scale:.1e} against {floor.scale:.1e}): an eps or a constant?")
+    measured = {}
+    for row in rows:
+        if row.rel != row.rel:
+            continue
+        if baseline is not None and row.name in baseline and np.asarray(baseline[row.name]).shape == row.shape:
+            floor = compare_stage(row.name, np.asarray(b[row.name]), np.asarray(baseline[row.name]), math.inf, math.inf)
+            measured[row.name] = (floor.rel, floor.scale)
+        elif baseline is None and floors and row.name in floors:  # the reference file's own floors (taps --floors)
+            measured[row.name] = tuple(floors[row.name])
+    for row in rows:
+        if row.name not in measured:
+            continue
+        rel_floor, scale_floor = measured[row.name]
+        row.floor, row.scale_floor = rel_floor, scale_floor
+        if row.ok and row.rel > max(factor * rel_floor, BASELINE_MIN_REL):
+            row.ok = False
+            row.note = f"{row.rel / max(rel_floor, 1e-12):.0f}x the float32 noise floor of this stage"
+        elif row.ok and row.scale == row.scale and row.scale > max(factor * scale_floor, SCALE_NOISE):
+            row.ok = False
+            whose = "baseline's" if baseline is not None else "reference file's floor"
+            row.note = (f"a systematic scale error {row.scale / max(scale_floor, 1e-15):.0f}x the {whose} "
+                        f"at this stage ({row.scale:.1e} against {scale_floor:.1e}): an eps or a constant?")
     return rows
 
 
@@ -481,7 +526,7 @@ def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_
     bad = [r for r in rows if not r.ok]
     limits = f"rel <= {rtol:g} and scale error <= {scale_tol:g}"
     if with_floor:
-        limits += (f", and at most {factor:g}x the baseline's noise floor of the stage or {BASELINE_MIN_REL:g} in rel "
+        limits += (f", and at most {factor:g}x the stage's float32 noise floor or {BASELINE_MIN_REL:g} in rel "
                    f"and {SCALE_NOISE:g} in scale, whichever is larger")
     if bad and _inputs_differ(bad[0]):
         lines.append(f"the inputs differ at {bad[0].name}: the files come from different images or preprocessing, so "
