@@ -18,10 +18,22 @@ from qvlearn.tools.check import assert_close
 rng = np.random.default_rng(7)
 
 
+@pytest.fixture(autouse=True)
+def four_threads():
+    """Four parts whatever the machine's cores, so that the threaded path is the one compared (on a one-core
+    machine row_parallel would call the function once and compare it with itself)."""
+    from qvlearn.engine.parallel import set_threads
+
+    set_threads(4)
+    yield
+    set_threads(None)
+
+
 def test_row_parallel_matches_one_call_and_runs_side_by_side():
     x = rng.standard_normal((1000, 48), dtype=np.float32)
     w = rng.standard_normal((48, 40), dtype=np.float32)
     parts = min(cores(), len(x) // MIN_ROWS_PER_PART)
+    assert parts == 4
     barrier = threading.Barrier(parts, timeout=10) if parts >= 2 else None
     seen = set()
 
