@@ -306,3 +306,16 @@ def test_every_kernel_entry_is_called(entry, backend, mixed_batch_for):
     changed = [a.shape != b.shape or np.max(np.abs(a - b)) > 1e-4 * np.max(np.abs(a))
                for a, b in zip(outputs(right), outputs(swapped), strict=True)]
     assert any(changed), f"swapping {entry} changed nothing on {backend}"
+
+
+def test_the_package_never_reaches_into_a_checkout():
+    """An installed qvlearn has no repository around it: no module edits sys.path or imports the exercises."""
+    root = Path(qvlearn.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path" not in text, path
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "exercises" or n.startswith("exercises.") for n in names), path

@@ -68,18 +68,6 @@ def model_dir(preset: str = "qwen2.5-vl-7b", seed: int = 0, **vision_overrides) 
     return default_model(preset, seed=seed, log=lambda *a: None, **vision_overrides)
 
 
-def exercises():
-    """The exercises' checkers (``exercises/checks.py`` of the repository: ``EXERCISES``, ``NotYet``), importable
-    from a notebook, whose working folder is ``notebooks/``."""
-    import importlib
-    import sys
-
-    root = str(IMAGES_DIR.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("exercises.checks")
-
-
 def figure_path(name: str) -> Path:
     """Where a notebook writes the figure ``name`` (e.g. ``"tour.png"``).
 
