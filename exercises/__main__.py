@@ -9,7 +9,8 @@ import sys
 from .checks import EXERCISES, NotYet
 
 MODULES = {"01": "ex01_preprocessing", "02": "ex02_patch_embed", "03": "ex03_rope", "04": "ex04_windows",
-           "05": "ex05_norms", "06": "ex06_attention", "07": "ex07_merger", "08": "ex08_encoder", "09": "ex09_videos", "10": "ex10_bridge",
+           "05": "ex05_norms", "06": "ex06_attention", "07": "ex07_merger", "08": "ex08_encoder", "09": "ex09_videos",
+           "10": "ex10_bridge",
            "11": "ex11_precision", "12": "ex12_debugging", "13": "ex13_qwen3", "14": "ex14_capstone"}
 
 
@@ -32,7 +33,8 @@ def run(notebooks, solutions: bool = False, out=print) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exercises", description=__doc__)
-    parser.add_argument("notebooks", nargs="*", metavar="NN", help=f"notebook numbers ({', '.join(MODULES)}); all if none")
+    parser.add_argument("notebooks", nargs="*", metavar="NN",
+                        help=f"notebook numbers ({', '.join(MODULES)}); all if none")
     parser.add_argument("--solutions", action="store_true", help="check exercises/solutions/ instead of your files")
     args = parser.parse_args(argv)
     chosen = [n.zfill(2) for n in args.notebooks] or list(MODULES)

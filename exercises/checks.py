@@ -69,7 +69,8 @@ def expect_close(got, want, what: str, rtol: float = 1e-5, hint: str = "") -> No
     expect_shape(got, want.shape, what)
     err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
     if not err <= rtol:
-        raise NotYet(f"{what} differs from the reference: relative error {err:.1e} > {rtol:.0e}" + (f". {hint}" if hint else ""))
+        raise NotYet(f"{what} differs from the reference: relative error {err:.1e} > {rtol:.0e}"
+                     + (f". {hint}" if hint else ""))
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -169,7 +170,8 @@ def check_02_1(fn):
     got = as_array(call(fn, rows, weight), "the embeddings")
     if got.shape == want.T.shape and got.shape != want.shape:
         raise NotYet(f"shape {got.shape} is transposed: the output has one row per input row (one patch per row)")
-    expect_close(got, want, "the embeddings", hint="flatten the weight to [out, 3*2*14*14] in its own (C, T, h, w) order")
+    expect_close(got, want, "the embeddings",
+                 hint="flatten the weight to [out, 3*2*14*14] in its own (C, T, h, w) order")
 
 
 @exercise("02.2", "weight_for_tc_rows", "the weight matrix for a port whose rows are laid out (T, C, 14, 14)")
@@ -184,7 +186,8 @@ def check_02_2(fn):
     if np.allclose(matrix, weight.reshape(24, -1)):
         raise NotYet("that is the weight for (C, T, 14, 14) rows; the port's rows put T before C, and the weight's "
                      "columns must follow the rows' layout")
-    expect_close(rows_tc @ matrix.T, want, "rows_tc @ matrix.T", hint="each column of the matrix must meet the pixel it multiplies")
+    expect_close(rows_tc @ matrix.T, want, "rows_tc @ matrix.T",
+                 hint="each column of the matrix must meet the pixel it multiplies")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,9 +276,11 @@ def check_04_2(fn):
     first = 6 * 10
     if index.shape == want_index.shape and np.array_equal(index[:first], want_index[:first]) \
             and np.array_equal(index[first:] + first, want_index[first:]):
-        raise NotYet("the second image's indices start at 0 again: offset them by the merged tokens of the images before")
+        raise NotYet("the second image's indices start at 0 again: offset them by the merged tokens of the images "
+                     "before")
     if not np.array_equal(index, want_index):
-        raise NotYet(f"window_index differs from transformers' (first differences at {np.flatnonzero(index[:len(want_index)] != want_index[:len(index)])[:5].tolist()})")
+        first = np.flatnonzero(index[:len(want_index)] != want_index[:len(index)])[:5].tolist()
+        raise NotYet(f"window_index differs from transformers' (first differences at {first})")
     if not np.array_equal(cu, want_cu):
         raise NotYet(f"window_index is right; cu_window_seqlens {cu.tolist()} differs from {want_cu.tolist()} "
                      f"(it counts patch rows, continues across images and has no empty windows)")
@@ -312,7 +317,8 @@ def check_05_1(fn):
         raise NotYet("return one normalised shard per input shard (a list of 3 arrays)")
     got = np.concatenate([as_array(g, "a shard") for g in got], axis=-1)
     expect_shape(got, want.shape, "the concatenated shards")
-    local = np.concatenate([s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-6) * w for s, w in zip(shards, pieces)], -1)
+    local = np.concatenate([s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-6) * w
+                            for s, w in zip(shards, pieces)], -1)
     if np.allclose(got, local, rtol=1e-4):
         raise NotYet("each shard normalised by its own mean square: the root mean square is over all D channels, "
                      "so the devices must share their partial sums")
@@ -354,7 +360,8 @@ def check_05_3(fn):
                   * (x @ swapped["up_proj_weight"].T + swapped["up_proj_bias"])) @ params["down_proj_weight"].T \
         + params["down_proj_bias"]
     if got.shape == want.shape and np.allclose(got, as_swapped, rtol=1e-4, atol=1e-5):
-        raise NotYet("gate and up are swapped: the activation (SiLU) goes on gate_proj's output, which multiplies up_proj's")
+        raise NotYet("gate and up are swapped: the activation (SiLU) goes on gate_proj's output, which multiplies "
+                     "up_proj's")
     expect_close(got, want, "the MLP output", hint="down(silu(gate(x)) * up(x)), each Linear x @ W.T + b")
 
 
@@ -536,7 +543,8 @@ def check_10_2(fn):
             f64 = np.floor(np.arange(13) * sec * 25).astype(int)
             hint = (" (that is Qwen2.5-VL's order, arange * (25 * seconds): Omni multiplies by the seconds first)"
                     if np.array_equal(got, vl_order) else
-                    " (that is the float64 result: the thinker computes in float32)" if np.array_equal(got, f64) else "")
+                    " (that is the float64 result: the thinker computes in float32)" if np.array_equal(got, f64)
+                    else "")
             raise NotYet(f"{sec:.4f} s per frame pair: yours {got.tolist()}, transformers {want.tolist()}{hint}")
 
 
@@ -658,8 +666,10 @@ def check_13_1(fn):
         expect_shape(idx, (h * w, 4), "the indices")
         got = (table[idx] * wts[..., None]).sum(1)
         grid = torch.from_numpy(table).reshape(side, side, dim).permute(2, 0, 1)[None]
-        want = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=True)[0].permute(1, 2, 0).reshape(-1, dim)
-        loose = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).reshape(-1, dim)
+        want = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=True)[0]
+        want = want.permute(1, 2, 0).reshape(-1, dim)
+        loose = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[0]
+        loose = loose.permute(1, 2, 0).reshape(-1, dim)
         if np.allclose(got, loose.numpy(), atol=1e-5) and not np.allclose(got, want.numpy(), atol=1e-5):
             raise NotYet("those are half-pixel (align_corners=False) coordinates; Qwen3 aligns the corners")
         expect_close(got, want.numpy(), f"the interpolated table at a {h}x{w} grid", rtol=1e-5)

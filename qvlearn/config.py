@@ -491,8 +491,10 @@ def preset_config_dict(preset: str, **vision_overrides) -> dict:
     if unknown:
         import difflib
 
-        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, VISION_KEYS, 1)) else "")
-                 for k in unknown]
+        def hint(k):
+            close = difflib.get_close_matches(k, VISION_KEYS, 1)
+            return f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        hints = [hint(k) for k in unknown]
         raise ConfigError(f"unknown vision_config field(s) {', '.join(hints)}; the fields are "
                           f"{', '.join(sorted(VISION_KEYS))}")
     vision = dict(base["vision_config"], **vision_overrides)

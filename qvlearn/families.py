@@ -37,7 +37,7 @@ _Q3_OMNI_PREPROCESS = MappingProxyType(dict(patch_size=16, min_pixels=3136, max_
 class Family:
     """What one tower family is. The fields are grouped as the modules that read them."""
 
-    name: str                    # the family's id: qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5, qwen4_exp, qwen2_5_omni, ...
+    name: str                    # the family's id: qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5, qwen4_exp, ...
     title: str                   # for messages: "Qwen2.5-VL"
     # -- config.json (qvlearn.config)
     model_types: tuple           # every model_type read as this family (top level and vision-only, 4.x and 5.x)
@@ -62,11 +62,12 @@ class Family:
     windows: bool = False        # window attention outside fullatt_block_indexes (rows permuted into window order)
     deepstack: bool = False      # DeepStack mergers after the blocks of deepstack_visual_indexes
     # -- preprocessing and the bridge (qvlearn.preprocessing, qvlearn.bridge)
-    preprocessing: dict = field(default_factory=lambda: _Q2_PREPROCESS)  # the released preprocessor_config.json's image values
+    preprocessing: dict = field(default_factory=lambda: _Q2_PREPROCESS)  # preprocessor_config.json's image values
     video_processor: str = "per-frame"  # "per-frame" (Qwen2VLImageProcessor) or "qwen3" (one budget over T x H x W)
     token_ids: dict = field(default_factory=lambda: QWEN2_TOKENS)
     rope_index: str = "qwen2_vl"  # the bridge's M-RoPE rule: qwen2_vl, qwen2_5_vl (video interval), qwen3_vl,
-    #                               omni (Qwen2.5-Omni: max+1, truncated seconds x 25), omni_float (Qwen3-Omni: not truncated)
+    #                               omni (Qwen2.5-Omni: max+1, truncated seconds x 25), omni_float (Qwen3-Omni:
+    #                               not truncated)
     # -- the reference (qvlearn.tools.reference): transformers' (module, vision config class, vision model class)
     reference: tuple = ()
 
@@ -122,7 +123,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            hf_defaults=dict(_Q3_DEFAULTS), json_keys=_WIDTH_IS_HIDDEN, token_ids=QWEN3_5_TOKENS,
            reference=("qwen3_5", "Qwen3_5VisionConfig", "Qwen3_5VisionModel"), **_THIRD),
     # Qwen3.8-Flash-Next: transformers' Qwen4ExpVisionModel is Qwen3_5MoeVisionModel unchanged
-    Family("qwen4_exp", "Qwen4-Exp", model_types=("qwen4_exp", "qwen4_exp_vision"), vision_model_type="qwen4_exp_vision",
+    Family("qwen4_exp", "Qwen4-Exp", model_types=("qwen4_exp", "qwen4_exp_vision"),
+           vision_model_type="qwen4_exp_vision",
            architectures={"qwen4_exp": "Qwen4ExpForConditionalGeneration"}, hf_defaults=dict(_Q3_DEFAULTS),
            json_keys=_WIDTH_IS_HIDDEN, token_ids=QWEN3_5_TOKENS,
            reference=("qwen4_exp", "Qwen4ExpVisionConfig", "Qwen4ExpVisionModel"), **_THIRD),

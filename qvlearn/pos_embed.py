@@ -7,7 +7,8 @@ patches transformers samples it **bilinearly with the corners aligned** (``F.int
 align_corners=True)``): patch row ``r`` reads table row ``r * (side - 1) / (h - 1)`` (0 for ``h = 1``), the same
 for columns, mixing the 4 surrounding entries with weights ``(1 - dy)(1 - dx), (1 - dy) dx, dy (1 - dx), dy dx``.
 The result is laid out like ``pixel_values`` (2x2 merge-block order), repeated for every frame pair, and
-added to the patch embeddings. Everything is float32, as in transformers' ``get_vision_interpolation_indices_and_weights``:
+added to the patch embeddings. Everything is float32, as in transformers'
+``get_vision_interpolation_indices_and_weights``:
 a port that indexes the table directly (llama.cpp's first port), or uses ``align_corners=False``, or interpolates
 in raster order and forgets the merge-block order, gets other vectors.
 """

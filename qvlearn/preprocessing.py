@@ -370,7 +370,8 @@ def _video_frames(video, steps) -> list[Image.Image]:
     """The frames of one video as RGB PIL images of one size, with clear errors."""
     if isinstance(video, np.ndarray) and video.ndim == 4:
         frames = list(video)
-    elif isinstance(video, (str, os.PathLike)) or (isinstance(video, Image.Image) and getattr(video, "n_frames", 1) > 1):
+    elif isinstance(video, (str, os.PathLike)) or (isinstance(video, Image.Image)
+                                                   and getattr(video, "n_frames", 1) > 1):
         frames = read_frames(video)
     elif isinstance(video, (Image.Image, np.ndarray)):
         raise ImageError("each video must be a sequence of frames (or a [T, H, W, 3] uint8 array), got a single "
@@ -519,7 +520,7 @@ def preprocess(images=None, videos=None, *, family: str | None = None, min_pixel
     kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size,
               temporal_patch_size=temporal_patch_size, mean=mean, std=std, steps=steps)
     parts = [preprocess_image(im, **kw) for im in (images or [])]
-    if kind.video_processor == "qwen3":  # Qwen3VLVideoProcessor: its own limits over frames x H x W (video_min_pixels / video_max_pixels)
+    if kind.video_processor == "qwen3":  # Qwen3VLVideoProcessor: its own limits over frames x H x W
         vkw = dict(kw, min_pixels=video_min_pixels or QWEN3_VIDEO_MIN_PIXELS,
                    max_pixels=video_max_pixels or QWEN3_VIDEO_MAX_PIXELS)
         parts += [preprocess_video_qwen3(v, **vkw) for v in (videos or [])]

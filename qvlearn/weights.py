@@ -102,8 +102,9 @@ def weight_role(cfg: VisionConfig, name: str) -> str:
                     2: "gated MLP's down (I -> D)"}[mlp.index(part)]
         return f"MLP up (D -> I), then {act}" if mlp.index(part) == 0 else "MLP down (I -> D)"
     norm_name, fc1, fc2 = kind.merger_names
-    for prefix, title, over in (("merger.", "merger", "over D, before the 2x2 concat"),
-                                (f"{kind.deepstack_name}.{{j}}.", "DeepStack merger j", "over 4D, after the 2x2 concat")):
+    mergers = (("merger.", "merger", "over D, before the 2x2 concat"),
+               (f"{kind.deepstack_name}.{{j}}.", "DeepStack merger j", "over 4D, after the 2x2 concat"))
+    for prefix, title, over in mergers:
         if part == prefix + norm_name:
             return f"{title} {norm} {'gain' if what == 'weight' else 'bias'} ({over})"
         if part == prefix + fc1:
@@ -378,7 +379,8 @@ def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, 
     """Write a snapshot directory in the real Hugging Face layout with seeded random weights.
 
     ``preset``: one of :data:`qvlearn.config.PRESETS`: ``qwen2-vl-2b`` ... ``qwen2.5-vl-72b``; ``qwen3-vl-2b`` ...
-    ``qwen3-vl-235b-a22b``, ``qwen3-vl-embedding-2b`` / ``-8b``, ``qwen3-vl-reranker-2b`` / ``-8b``; ``qwen3.5-0.8b`` ... ``qwen3.8-27b``; ``qwen3.8-flash-next`` (Qwen4-Exp);
+    ``qwen3-vl-235b-a22b``, ``qwen3-vl-embedding-2b`` / ``-8b``, ``qwen3-vl-reranker-2b`` / ``-8b``;
+    ``qwen3.5-0.8b`` ... ``qwen3.8-27b``; ``qwen3.8-flash-next`` (Qwen4-Exp);
     ``qwen2.5-omni-3b``, ``qwen2.5-omni-7b``, ``qwen3-omni-30b-a3b``; and the ``tiny-*`` towers (``tiny-qwen2-vl``,
     ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3.5``, ``tiny-qwen4-exp``, ``tiny-qwen2.5-omni``,
     ``tiny-qwen3-omni``). ``vision_overrides`` change vision_config fields, e.g. ``depth=4`` for a shallow
@@ -386,7 +388,8 @@ def save_random_checkpoint(path: str | os.PathLike, preset: str, seed: int = 0, 
     makes its last block full, unless ``fullatt_block_indexes`` is given too).
     ``dtype``: ``bfloat16`` (as released), ``float16`` or ``float32``. ``prefix``: one of :data:`PREFIXES`
     (default: as the family's releases). ``progress(n)`` is called as tensors of ``n`` values are made. An unknown
-    override is an error. A folder that already holds a snapshot is refused unless ``overwrite``. Returns the directory, which :func:`qvlearn.load_encoder` opens like a download.
+    override is an error. A folder that already holds a snapshot is refused unless ``overwrite``. Returns the
+    directory, which :func:`qvlearn.load_encoder` opens like a download.
     """
     config = preset_config_dict(preset, **vision_overrides)
     cfg = vision_config_from_dict(config, source=f"preset {preset}")

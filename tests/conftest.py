@@ -22,7 +22,8 @@ def checkpoint(tmp_path_factory):
     def make(preset, dtype="bfloat16", seed=0, **overrides):
         key = (preset, dtype, seed, repr(sorted(overrides.items())))
         if key not in cache:
-            name = f"{preset}-{dtype}-{seed}-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items())).replace(",", "_").replace("[", "").replace("]", "")
+            suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+            name = f"{preset}-{dtype}-{seed}-" + suffix.replace(",", "_").replace("[", "").replace("]", "")
             cache[key] = qvlearn.save_random_checkpoint(root / name.replace(" ", ""), preset, seed=seed,
                                                         dtype=dtype, **overrides)
         return cache[key]

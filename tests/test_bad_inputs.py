@@ -454,7 +454,7 @@ def test_taps_reference_without_torch_and_on_a_broken_checkpoint(tmp_path, check
             f"sys.exit(main(['taps', {str(photo)!r}, '--model', {str(model)!r}, '--reference', '--out', "
             f"{str(tmp_path / 't.safetensors')!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    _clean(proc, message="taps --reference runs transformers' tower and needs torch and transformers")
+    _clean(proc, message="taps --reference and --floors run transformers' tower and need torch and transformers")
     broken = _copy_snapshot(model, tmp_path / "broken")
     tensors = load_file(broken / "model.safetensors")
     del tensors["visual.blocks.1.attn.proj.bias"]

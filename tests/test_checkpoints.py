@@ -40,7 +40,8 @@ def test_released_configs_and_weight_layout_match_transformers(preset):
         assert cfg.fullatt_block_indexes == (7, 15, 23, 31) and cfg.window_merged == 4
         assert cfg.tokens_per_second == 2
     vc = hf_vision_config(config, cfg.family)
-    cls = Qwen2VisionTransformerPretrainedModel if cfg.family == "qwen2_vl" else Qwen2_5_VisionTransformerPretrainedModel
+    cls = (Qwen2VisionTransformerPretrainedModel if cfg.family == "qwen2_vl"
+           else Qwen2_5_VisionTransformerPretrainedModel)
     with torch.device("meta"):
         model = cls._from_config(vc)
     theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -55,8 +55,8 @@ def test_misspellings_point_into_the_same_block():
 def test_stage_takes_globs_and_ignores_other_names(golden):
     port = dict(golden, **{"my_debug_tensor": np.zeros(3, np.float32)})
     rows = compare_taps(port, golden, stages=["blocks.0.*"])
-    assert [r.name for r in rows] == [f"blocks.0.{n}" for n in qvlearn.preset_config("tiny-qwen2.5-vl").kind.block_stages] \
-        + ["blocks.0.natural"]
+    inner = qvlearn.preset_config("tiny-qwen2.5-vl").kind.block_stages
+    assert [r.name for r in rows] == [f"blocks.0.{n}" for n in inner] + ["blocks.0.natural"]
     assert all(r.ok for r in rows)
     with pytest.raises(TapError, match="not tap stages: 'my_debug_tensor'"):  # without --stage, refused by name
         compare_taps(port, golden)

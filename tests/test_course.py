@@ -34,7 +34,8 @@ def test_the_notebooks_ask_for_models():
 
 @pytest.mark.parametrize("real_family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_every_request_gets_the_family_it_names(monkeypatch, checkpoint, real_family):
-    real = checkpoint({"qwen2_vl": "tiny-qwen2-vl", "qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}[real_family])
+    tiny = {"qwen2_vl": "tiny-qwen2-vl", "qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}
+    real = checkpoint(tiny[real_family])
     monkeypatch.setenv(course.MODEL_ENV, str(real))
     made = []
     monkeypatch.setattr(cache, "default_model", lambda preset, **kw: made.append(preset) or Path(f"/random/{preset}"))

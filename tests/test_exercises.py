@@ -160,8 +160,8 @@ WRONG["14.2"] = (_deepstack_reversed, "first stage beyond tolerance: deepstack.0
 
 def _first_far_stage(port, golden):
     """Finds the first stage off by more than 1e-3: misses the bugs that only a scale error shows."""
-    return next((n for n in port if not np.allclose(port[n], golden[n], rtol=1e-3, atol=1e-3 * np.abs(golden[n]).max())),
-                None)
+    return next((n for n in port
+                 if not np.allclose(port[n], golden[n], rtol=1e-3, atol=1e-3 * np.abs(golden[n]).max())), None)
 
 
 def _table_without_interpolation(h, w, side):

@@ -201,7 +201,8 @@ def test_a_new_family_is_one_entry(monkeypatch, tmp_path, mixed_batch_qwen3):
                                                 *mixed_batch_qwen3)
     ref = reference_trace(reference_tower(path), *mixed_batch_qwen3)
     _close(stages["embeddings"], ref["embeddings"], "qvlearn vs transformers' Qwen4ExpVisionModel")
-    assert qvlearn.stages.stage_names(encoder.config) == qvlearn.stages.stage_names(qvlearn.preset_config("tiny-qwen3.5"))
+    qwen3_5 = qvlearn.preset_config("tiny-qwen3.5")
+    assert qvlearn.stages.stage_names(encoder.config) == qvlearn.stages.stage_names(qwen3_5)
     pixels, _ = qvlearn.preprocess(images=[np.zeros((64, 64, 3), np.uint8)], family="qwen4_exp")
     assert pixels.shape[1] == 3 * 2 * 16 * 16
 

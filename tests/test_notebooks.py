@@ -197,7 +197,8 @@ def test_links_and_section_references_resolve(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_printed_table_cuts_its_text(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
-    cut = [m.group(0) for c in nb["cells"] if c["cell_type"] == "code" for m in CUT_SLICE.finditer("".join(c["source"]))]
+    cut = [m.group(0) for c in nb["cells"] if c["cell_type"] == "code"
+           for m in CUT_SLICE.finditer("".join(c["source"]))]
     assert not cut, f"{path.name}: text cut to a width inside a printed table ({cut}); wrap it (textwrap) instead"
 
 

@@ -214,7 +214,8 @@ def _qwen3_prompt(image_grid, video_grid, merge=2):
     run after a timestamp text ("<0.5 seconds>" stands in as 3 text tokens)."""
     from qvlearn.bridge import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_END_TOKEN_ID, VISION_START_TOKEN_ID
 
-    ids = [1, 2, VISION_START_TOKEN_ID] + [IMAGE_TOKEN_ID] * int(np.prod(image_grid) // merge ** 2) + [VISION_END_TOKEN_ID]
+    tokens = int(np.prod(image_grid) // merge ** 2)
+    ids = [1, 2, VISION_START_TOKEN_ID] + [IMAGE_TOKEN_ID] * tokens + [VISION_END_TOKEN_ID]
     t, h, w = video_grid
     for _ in range(t):
         ids += [7, 8, 9, VISION_START_TOKEN_ID] + [VIDEO_TOKEN_ID] * (h * w // merge ** 2) + [VISION_END_TOKEN_ID]

@@ -161,7 +161,9 @@ def test_taps_cli_videos_animations_and_errors(tmp_path, checkpoint):
               metadata={"qvlearn_taps_format": "1"})
     proc = subprocess.run(PY + ["compare", str(mine), str(out)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not tap stages" in proc.stderr and "Traceback" not in proc.stderr
-    for command, out, message in [("taps", tmp_path, "is a directory"), ("taps", tmp_path / "t.npy", "must end in .safetensors"),
+    for command, out, message in [("taps", tmp_path, "is a directory"),
+                                  ("taps", tmp_path / "t.npy", "must end in .safetensors"),
                                   ("encode", tmp_path / "e.txt", "must end in .npy, .npz, .safetensors")]:
-        proc = subprocess.run(PY + [command, str(image), "--model", model, "--out", str(out)], capture_output=True, text=True)
+        proc = subprocess.run(PY + [command, str(image), "--model", model, "--out", str(out)], capture_output=True,
+                              text=True)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -238,7 +238,8 @@ def phase_parity(rec: Recorder, dry: bool, work: Path) -> None:
         "tiny-qwen3-omni")
     towers = [(p, {}) for p in tiny]
     if not dry:  # released widths, cut in depth
-        towers += [("qwen2.5-vl-7b", {"depth": 8}), ("qwen3-vl-8b", {"depth": 4, "deepstack_visual_indexes": [1, 2, 3]})]
+        towers += [("qwen2.5-vl-7b", {"depth": 8}),
+                   ("qwen3-vl-8b", {"depth": 4, "deepstack_visual_indexes": [1, 2, 3]})]
     worst = 0.0
     for preset, overrides in towers:
         path = _snapshot(work, preset, **overrides)
@@ -512,8 +513,9 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {item['case']} | {impl} | failed: {item['error'][:200]} | | | | |")
                 continue
             peak = item.get("peak_device")
-            lines.append(f"| {item['case']} | {impl} | {item['patches']} | {_ms(item['median'])} | {_ms(item['min'])} | "
-                         f"{_ms(item['max'])} | {'n/a' if peak is None else f'{peak / 2**30:.2f}'} |")
+            peak = "n/a" if peak is None else f"{peak / 2**30:.2f}"
+            lines.append(f"| {item['case']} | {impl} | {item['patches']} | {_ms(item['median'])} | "
+                         f"{_ms(item['min'])} | {_ms(item['max'])} | {peak} |")
     return "\n".join(lines) + "\n"
 
 

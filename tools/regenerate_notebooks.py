@@ -3,8 +3,8 @@
     python tools/regenerate_notebooks.py notebooks/*.ipynb      (what `make notebooks` runs)
 
 It is also the only run that writes the figures into ``images/`` (``qvlearn.tools.course.save_figure``);
-tests and JupyterLab sessions write them to a temporary folder. This is the only way notebooks are committed: nbval compares the stored outputs, and a test checks
-that every code cell was executed in order.
+tests and JupyterLab sessions write them to a temporary folder. This is the only way notebooks are committed: nbval
+compares the stored outputs, and a test checks that every code cell was executed in order.
 """
 
 from __future__ import annotations

@@ -295,7 +295,8 @@ def _layer_norm_fp16(x, weight, bias, eps=1e-6):
     x16 = xp.astype(x, xp.float16)
     mean = xp.sum(x16, axis=-1, keepdims=True, dtype=xp.float16) / xp.asarray(x.shape[-1], dtype=xp.float16)
     centred = x16 - mean
-    var = xp.sum(centred * centred, axis=-1, keepdims=True, dtype=xp.float16) / xp.asarray(x.shape[-1], dtype=xp.float16)
+    count = xp.asarray(x.shape[-1], dtype=xp.float16)
+    var = xp.sum(centred * centred, axis=-1, keepdims=True, dtype=xp.float16) / count
     normed = centred / xp.sqrt(var + xp.asarray(eps, dtype=xp.float16))
     return xp.astype(normed, xp.float32) * weight + bias
 
@@ -324,7 +325,8 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
         "embeddings", "tokens scrambled whenever the merged grid is not a multiple of the window",
         kernels=dict(window_inverse=_window_inverse_is_the_index)),
     Bug("window-empty-segments", "cu_window_seqlens keeps the empty windows of the padding",
-        "no public report found (transformers drops empty windows with unique_consecutive: notebook 4)", "cu_window_seqlens",
+        "no public report found (transformers drops empty windows with unique_consecutive: notebook 4)",
+        "cu_window_seqlens",
         "zero-length segments: harmless in some kernels, NaN in others",
         kernels=dict(window_index=_window_index_keeping_empty_windows)),
     Bug("window-size-tokens", "window_size read as merged tokens instead of pixels",
@@ -341,7 +343,8 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
         "alibaba/Pai-Megatron-Patch #552", "blocks.0.attn", "window blocks attend globally and vice versa",
         kernels=dict(full_attention=_full_swapped)),
     Bug("cu-seqlens-per-entry", "one attention segment per video instead of one per frame pair",
-        "no public report found (one segment per frame pair: notebook 9)", "cu_seqlens", "a video's frame pairs attend to each other",
+        "no public report found (one segment per frame pair: notebook 9)", "cu_seqlens",
+        "a video's frame pairs attend to each other",
         kernels=dict(cu_seqlens=_cu_seqlens_per_entry)),
     Bug("scale-by-width", "attention scaled by 1/sqrt(hidden_size) instead of 1/sqrt(head_dim)",
         "no public report found (the scale is 1/sqrt(head_dim): notebook 6)", "blocks.0.attn", "attention too flat",
@@ -367,15 +370,19 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
         "blocks.0.mlp.act", "small errors (~1e-2) growing through the blocks", family="qwen2_vl",
         kernels=dict(activations={**KERNELS.activations, "quick_gelu": gelu})),
     Bug("merger-gelu-tanh", "tanh-approximate GELU in the merger instead of the exact erf GELU",
-        "ggml-org/llama.cpp tools/mtmd qwen2vl (ggml_gelu), mistral.rs (candle gelu); the merger's exact GELU: notebook 7",
+        "ggml-org/llama.cpp tools/mtmd qwen2vl (ggml_gelu), mistral.rs (candle gelu); the merger's exact GELU: "
+        "notebook 7",
         "merger", "errors ~1e-3 in the output only", kernels=dict(merger_act=gelu_tanh)),
     Bug("concat-2x2-column-major", "the 2x2 patches concatenated column-major: (0,0), (1,0), (0,1), (1,1)",
-        "no public report found (the 2x2 block order: notebooks 1 and 7)", "merger", "the merger mixes features of the wrong patches",
+        "no public report found (the 2x2 block order: notebooks 1 and 7)", "merger",
+        "the merger mixes features of the wrong patches",
         kernels=dict(merge_2x2=_merge_2x2_column_major)),
-    Bug("no-unpermute", "merged tokens left in window order", "no public report found (argsort(window_index) after the merger: notebook 7)", "embeddings",
+    Bug("no-unpermute", "merged tokens left in window order",
+        "no public report found (argsort(window_index) after the merger: notebook 7)", "embeddings",
         "tokens in window order: the LLM sees a scrambled image",
         kernels=dict(restore_order=_no_unpermute)),
-    Bug("rope-bf16-frequencies", "rotary frequencies rounded to bf16", "no public report found (inv_freq in float32: notebook 3)",
+    Bug("rope-bf16-frequencies", "rotary frequencies rounded to bf16",
+        "no public report found (inv_freq in float32: notebook 3)",
         "cos", "angles off by up to 0.4%: far positions rotate wrongly",
         kernels=dict(inv_freq=_inv_freq_bf16)),
     Bug("smart-resize-c-round", "smart_resize rounding ties away from zero (C round) instead of to even",

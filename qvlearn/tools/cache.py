@@ -24,8 +24,9 @@ def cache_dir() -> Path:
     if os.environ.get(ENV_VAR):
         path = Path(os.environ[ENV_VAR]).expanduser()
         if not path.is_absolute():
-            raise OutputError(f"${ENV_VAR}={os.environ[ENV_VAR]} is a relative path: the cache (1.35 GB for the default "
-                              f"model) would land in whichever folder a command runs from. Set an absolute path, e.g. "
+            raise OutputError(f"${ENV_VAR}={os.environ[ENV_VAR]} is a relative path: the cache (1.35 GB for the "
+                              f"default model) would land in whichever folder a command runs from. Set an absolute "
+                              f"path, e.g. "
                               f"{ENV_VAR}={Path(os.environ[ENV_VAR]).resolve()}")
         return path
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

@@ -5,8 +5,9 @@
     qvlearn compare A.safetensors B.safetensors [--baseline C] [--stage GLOB]  exit 1 beyond tolerance, 3 inputs differ
 
 Every family is read from the snapshot's ``config.json``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and -MoE), Qwen3.5 (and
--MoE, the Qwen3.6 and Qwen3.8 releases), Qwen4-Exp, Qwen2.5-Omni and Qwen3-Omni. Without ``--model`` the encoder uses an embedded default: seeded random weights in the shape of the
-Qwen2.5-VL-7B vision tower (1.35 GB), written once to the cache (:mod:`qvlearn.tools.cache`) and reused.
+-MoE, the Qwen3.6 and Qwen3.8 releases), Qwen4-Exp, Qwen2.5-Omni and Qwen3-Omni. Without ``--model`` the encoder uses
+an embedded default: seeded random weights in the shape of the Qwen2.5-VL-7B vision tower (1.35 GB), written once to
+the cache (:mod:`qvlearn.tools.cache`) and reused.
 
 Order of work: the output path and every input are checked first, then the model is generated or loaded, then
 the forward runs, and the output is written under a temporary name and renamed (nothing partial is left).

@@ -284,12 +284,14 @@ def reference_qwen3_video_size(num_frames: int, height: int, width: int, min_pix
 
 
 def reference_qwen3_frame_indices(total_num_frames: int, video_fps: float, fps: float = 2.0) -> np.ndarray:
-    """Frame indices of ``Qwen3VLVideoProcessor.sample_frames`` (its code, compiled, on a stand-in with its defaults)."""
+    """Frame indices of ``Qwen3VLVideoProcessor.sample_frames`` (its code, compiled, on a stand-in with its
+    defaults)."""
     import types
 
     sample = _transformers_video_method("sample_frames", _QWEN3_VIDEO, "Qwen3VLVideoProcessor")
     stand_in = types.SimpleNamespace(fps=2, min_frames=4, max_frames=768)
-    return np.asarray(sample(stand_in, types.SimpleNamespace(total_num_frames=total_num_frames, fps=video_fps), fps=fps))
+    metadata = types.SimpleNamespace(total_num_frames=total_num_frames, fps=video_fps)
+    return np.asarray(sample(stand_in, metadata, fps=fps))
 
 
 def reference_qwen3_timestamps(indices, video_fps: float) -> list[float]:
@@ -321,7 +323,8 @@ def reference_qwen3_video(frames, min_pixels: int = 128 * 32 * 32, max_pixels: i
         array = np.asarray(frame.convert("RGB"))
         array = resize(array, (height, width), resample=PILImageResampling.BICUBIC,
                        input_data_format=ChannelDimension.LAST, data_format=ChannelDimension.FIRST)
-        processed.append(processor.normalize(processor.rescale(array, 1 / 255), processor.image_mean, processor.image_std))
+        rescaled = processor.rescale(array, 1 / 255)
+        processed.append(processor.normalize(rescaled, processor.image_mean, processor.image_std))
     videos = torch.from_numpy(np.stack(processed)[None].astype(np.float32))
     patchify = _transformers_video_method("patchify", _QWEN3_VIDEO, "Qwen3VLVideoProcessor")
     patches, t, h, w = patchify(None, videos, patch_size=16, merge_size=2, temporal_patch_size=2)
@@ -382,7 +385,8 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
         modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
         configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
         thinker = next(getattr(configuration, n) for n in dir(configuration) if n.endswith("ThinkerConfig"))
-        model = next(getattr(modeling, n) for n in dir(modeling) if n.endswith("PreTrainedModelForConditionalGeneration"))
+        model = next(getattr(modeling, n) for n in dir(modeling)
+                     if n.endswith("PreTrainedModelForConditionalGeneration"))
         config = thinker(vision_start_token_id=VISION_START, vision_config={"spatial_merge_size": spatial_merge_size})
         stand_in = types.SimpleNamespace(config=config, spatial_merge_size=spatial_merge_size)
         stand_in.get_llm_pos_ids_for_vision = functools.partial(model.get_llm_pos_ids_for_vision, stand_in)
@@ -402,7 +406,8 @@ def reference_get_rope_index(family: str, tokens_per_second: float = 2, spatial_
         from transformers import Qwen2_5_VLConfig as Config
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel as Model
 
-        config = Config(vision_config={"tokens_per_second": tokens_per_second, "spatial_merge_size": spatial_merge_size})
+        config = Config(vision_config={"tokens_per_second": tokens_per_second,
+                                       "spatial_merge_size": spatial_merge_size})
     else:
         raise ValueError(f"no reference get_rope_index for the M-RoPE rule {rule!r} of {family}")
     stand_in = types.SimpleNamespace(config=config)

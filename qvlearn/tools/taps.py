@@ -229,7 +229,8 @@ def _diagnose_order(name: str, a: np.ndarray, b: np.ndarray, window_index, rtol:
             if close(ra[to_window]):
                 return "rows match after the window permutation: saved in natural order where window order is expected"
             if close(ra[inverse_permutation(to_window)]):
-                return "rows match after undoing the window permutation: saved in window order where natural order is expected"
+                return ("rows match after undoing the window permutation: saved in window order where natural order "
+                        "is expected")
     if n % 4 == 0:
         swap = np.arange(n).reshape(-1, 4)[:, [0, 2, 1, 3]].reshape(-1)
         if close(ra[swap]):
@@ -507,7 +508,8 @@ def _other_family_rows(a: dict, b: dict) -> list[StageDiff]:
 
 def only_in_one(a: dict, b: dict) -> tuple[list, list]:
     """Stages only the first / only the second file holds."""
-    return (sorted((n for n in a if n not in b), key=stage_order), sorted((n for n in b if n not in a), key=stage_order))
+    return (sorted((n for n in a if n not in b), key=stage_order),
+            sorted((n for n in b if n not in a), key=stage_order))
 
 
 def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_SCALE_TOL,
@@ -538,7 +540,8 @@ def format_table(rows: list[StageDiff], rtol: float, scale_tol: float = DEFAULT_
                 (block_of(r.name) or (None, None))[0] == where[0] and (block_of(r.name) or (0, None))[1] not in
                 (None, "natural") for r in rows):
             lines.append(f"to see where inside block {where[0]} it departs, tap its inner stages in both runs: "
-                         f"taps ... --stages 'blocks.{where[0]}.*' (norm1, attn.q, attn.k, ... mlp), then compare again")
+                         f"taps ... --stages 'blocks.{where[0]}.*' (norm1, attn.q, attn.k, ... mlp), then compare "
+                         "again")
     else:
         lines.append(f"all {len(rows)} stages within tolerance ({limits}; integers identical)")
     return "\n".join(lines)

@@ -482,7 +482,8 @@ def run_matrix(variant: str, build_dir: Path, src: Path, towers, outtypes, save:
                     cases.append(case)
                     e2e = case["end_to_end"]
                     log(f"  {variant:12s} {tower.name:16s} {pic.name:12s} {outtype} fa={int(flash)}: "
-                        f"first {e2e['first']} (rel {e2e['first_rel'] or 0:.1e}); embeddings {e2e['embeddings_rel']:.1e}")
+                        f"first {e2e['first']} (rel {e2e['first_rel'] or 0:.1e}); "
+                        f"embeddings {e2e['embeddings_rel']:.1e}")
     return cases
 
 
