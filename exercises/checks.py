@@ -238,6 +238,14 @@ def check_03_2(fn):
     perm = as_array(call(fn, d), "the permutation").astype(int)
     if sorted(perm.tolist()) != list(range(d)):
         raise NotYet(f"return a permutation of range({d}) (each row index once)")
+    if np.array_equal(perm, np.arange(d)):
+        raise NotYet("that is the identity: with the rows as they are, the two conventions rotate different channel "
+                     "pairs together, so the attention scores differ (notebook 3)")
+    right = np.empty(d, dtype=int)
+    right[0::2], right[1::2] = np.arange(d // 2), np.arange(d // 2) + d // 2
+    if np.array_equal(perm, np.argsort(right)):
+        raise NotYet("that is the inverse of the permutation asked for: it says where each reference row goes, but "
+                     "W[p] needs, for each port row, the reference row it comes from")
     qi, ki = _rope_interleaved(x @ wq[perm].T, angles), _rope_interleaved(x @ wk[perm].T, angles)
     if not np.allclose(qi @ ki.T, want, rtol=1e-9, atol=1e-9):
         raise NotYet("attention scores differ: the two conventions rotate different channel pairs together "
@@ -579,6 +587,9 @@ def check_09_2(fn):
         raise NotYet("one segment per entry: but the frame pairs of a video do not attend to each other")
     if not np.array_equal(np.unique(got, return_inverse=True)[1].reshape(-1), want):
         raise NotYet("rows are grouped differently from transformers' cu_seqlens")
+    if not np.array_equal(got, want):
+        raise NotYet("the rows are grouped right, but a segment's index is its place in cu_seqlens: 0 for the first "
+                     "segment, then 1, 2, ... in the order of the rows")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -633,6 +644,13 @@ def check_12_1(fn):
     if not float(call(fn, noisy, b)) < 1e-4:
         raise NotYet("random noise of size 1e-3 has almost no systematic scale, but yours reports "
                      f"{float(call(fn, noisy, b)):.1e}: the scale error is not a max-based error")
+    ones = np.ones(1024, np.float32)   # one value one float32 ulp above 1: a scale error of 2**-23 / 1024
+    ulp = ones.copy()
+    ulp[0] = np.nextafter(np.float32(1), np.float32(2))
+    got = float(call(fn, ulp, ones))
+    if not abs(got - 2.0 ** -23 / 1024) <= 1e-3 * 2.0 ** -23 / 1024:
+        raise NotYet(f"one of 1024 values one float32 ulp off gives a scale error of {2.0 ** -23 / 1024:.3g}, got "
+                     f"{got:.3g}: float32 sums cannot hold it (1024 + 2**-23 is 1024 in float32)")
 
 
 @exercise("12.2", "locate_bug", "read compare's verdict: the stage where an injected bug lives")

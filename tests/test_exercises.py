@@ -48,7 +48,7 @@ WRONG = {
     "02.2": (lambda w: w.reshape(w.shape[0], -1), "T before C"),
     "03.1": (lambda h, w: np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1).reshape(-1, 2),
              "raster-order"),
-    "03.2": (lambda d: np.arange(d), "scores differ"),
+    "03.2": (lambda d: np.arange(d)[::-1].copy(), "scores differ"),
     "04.1": (lambda grids: np.concatenate([[0], np.cumsum([h * w * t for t, h, w in grids])]), "frame pairs"),
     "04.2": (lambda grids, window_size=112: _no_offset(grids, window_size), "start at 0 again"),
     "05.1": (lambda shards, weights, eps=1e-6: [x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
@@ -127,6 +127,31 @@ def test_an_online_softmax_without_its_guard_is_rejected():
     with np.errstate(over="ignore", invalid="ignore"):
         with pytest.raises(NotYet, match="NaN or Inf: exp overflows"):
             EXERCISES["06.2"].check(_max_free_online_softmax)
+
+
+def _float32_scale_error(a, b):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return float(abs(np.sum(a * b, dtype=np.float32) / np.sum(b * b, dtype=np.float32) - 1))
+
+
+def _inverse_interleave(d):
+    right = np.empty(d, dtype=int)
+    right[0::2], right[1::2] = np.arange(d // 2), np.arange(d // 2) + d // 2
+    return np.argsort(right)
+
+
+@pytest.mark.parametrize("key, wrong, message", [
+    ("12.1", _float32_scale_error, "float32 sums cannot hold it"),
+    ("03.2", _inverse_interleave, "the inverse of the permutation"),
+    ("03.2", lambda d: np.arange(d), "that is the identity"),
+    ("09.2", lambda g: 1 + np.repeat(np.arange(sum(t for t, _, _ in np.asarray(g).tolist())),
+                                     [h * w for t, h, w in np.asarray(g).tolist() for _ in range(t)]),
+     "a segment's index is its place in cu_seqlens"),
+])
+def test_the_checkers_tell_the_plausible_mistakes_apart(key, wrong, message):
+    """A float32 scale error, the inverse permutation, the identity and segment labels off by one: each named."""
+    with pytest.raises(NotYet, match=message):
+        EXERCISES[key].check(wrong)
 
 
 def test_no_message_gives_the_answer_away():

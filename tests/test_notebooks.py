@@ -217,3 +217,32 @@ def test_every_notebook_opens_with_objectives_prerequisites_and_time(path):
     first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
     for field in ("**You will**", "**Prerequisites**", "**Time**"):
         assert field in first, f"{path.name}: the first cell has no {field}"
+
+
+# --- pointers that must resolve ------------------------------------------------------------------------------
+EXERCISES_README = (Path(__file__).parent.parent / "exercises" / "README.md").read_text(encoding="utf-8")
+
+
+def _markdown(path) -> str:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_question_pointer_has_its_question(path):
+    """A notebook that sends the reader to "a question ... with its answer" in exercises/README.md has one there."""
+    if "with its answer" in _markdown(path) and "exercises/README.md" in _markdown(path):
+        number = path.name[:2]
+        assert f"* **{number}.**" in EXERCISES_README, f"exercises/README.md has no question for notebook {number}"
+
+
+def test_the_tour_lists_every_notebook():
+    tour = _markdown(NOTEBOOKS[0])
+    listed = set(re.findall(r"^\| (\d\d) \|", tour, re.M))
+    assert listed == {p.name[:2] for p in NOTEBOOKS[1:]}, sorted(listed)
+
+
+def test_the_exercise_tables_are_in_order():
+    rows = re.findall(r"^\| (\d\d) [a-z]", EXERCISES_README, re.M)
+    questions = re.findall(r"^\* \*\*(\d\d)\.\*\*", EXERCISES_README, re.M)
+    assert rows == sorted(rows) and questions == sorted(questions), (rows, questions)
