@@ -87,3 +87,13 @@ def pytest_sessionstart(session):
         if transformers.__version__ != expected:
             pytest.exit(f"expected transformers {expected}, but {transformers.__version__} was imported from "
                         f"{transformers.__file__}", returncode=3)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A 100 x 140 random RGB PNG in the test's folder (the CLI's and bad-input tests' image)."""
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)).save(path)
+    return path

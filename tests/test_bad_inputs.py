@@ -15,6 +15,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+from cli_helpers import assert_clean, run_cli
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
@@ -23,27 +24,7 @@ from qvlearn import atomic
 from qvlearn.errors import BackendError, CheckpointError, ConfigError, ImageError, InputError, OutputError
 from qvlearn.tools import cache, cli
 
-PY = [sys.executable, "-m", "qvlearn"]
-
-
-def _run(*args, env=None, **kw):
-    proc = subprocess.run(PY + [str(a) for a in args], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), **kw)
-    return proc
-
-
-def _clean(proc, code=2, message=None):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if message is not None:
-        assert message in proc.stderr, proc.stderr
-
-
-@pytest.fixture
-def photo(tmp_path):
-    path = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)).save(path)
-    return path
+_run, _clean = run_cli, assert_clean
 
 
 def _copy_snapshot(src: Path, dst: Path) -> Path:

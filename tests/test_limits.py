@@ -5,15 +5,14 @@ and a true one-line message for each of the rest."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import warnings
 
 import numpy as np
 import pytest
+from cli_helpers import PY, assert_clean, run_cli
 from PIL import Image
 
 import qvlearn
@@ -22,26 +21,7 @@ from qvlearn.cost import block_flops, estimate, forward_flops
 from qvlearn.errors import CheckpointError, ConfigError, ImageError, OutputError
 from qvlearn.tools import cache
 
-PY = [sys.executable, "-m", "qvlearn"]
-
-
-def _run(*args, env=None, **kw):
-    return subprocess.run(PY + [str(a) for a in args], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), **kw)
-
-
-def _clean(proc, code=2, message=None):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if message is not None:
-        assert message in proc.stderr, proc.stderr
-
-
-@pytest.fixture
-def photo(tmp_path):
-    path = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)).save(path)
-    return path
+_run, _clean = run_cli, assert_clean
 
 
 # -- configs are validated before anything is built -------------------------------------------------------------

@@ -279,33 +279,19 @@ def _timed(run, sync, repeat: int, warmup: int) -> dict:
 
 
 class DevicePeak:
-    """The peak of device memory in use, for CuPy (its default pool, read at every allocation) or torch."""
+    """The peak of device memory in use: the benchmark's CuPy pool peak or torch's peak, or None on the CPU."""
 
     def __init__(self, kind: str, torch=None):
-        self.kind, self.torch, self.value = kind, torch, 0
-        if kind == "cupy":
-            import cupy
+        from qvlearn.tools.bench import CupyPeak, TorchPeak
 
-            self.pool = cupy.get_default_memory_pool()
-
-            def malloc(size):
-                memory = self.pool.malloc(size)
-                self.value = max(self.value, self.pool.used_bytes())
-                return memory
-            cupy.cuda.set_allocator(malloc)
+        self.meter = CupyPeak() if kind == "cupy" else TorchPeak(torch) if kind == "torch" else None
 
     def reset(self):
-        if self.kind == "cupy":
-            self.value = self.pool.used_bytes()
-        elif self.kind == "torch":
-            self.torch.cuda.reset_peak_memory_stats()
+        if self.meter is not None:
+            self.meter.reset()
 
     def peak(self) -> int | None:
-        if self.kind == "cupy":
-            return int(self.value)
-        if self.kind == "torch":
-            return int(self.torch.cuda.max_memory_allocated())
-        return None
+        return None if self.meter is None else self.meter.peak()
 
 
 def _image(height: int, width: int, family: str):

@@ -124,7 +124,7 @@ def worker(args) -> dict:
         from ..encoder import load_encoder
 
         backend = get_backend(args.backend)
-        device_peak = _CupyPeak() if args.backend == "cupy" else None
+        device_peak = CupyPeak() if args.backend == "cupy" else None
         encoder = load_encoder(path, backend=backend, weights_dtype=args.weights_dtype)
         weights = encoder.weight_bytes()
         x = backend.asarray(pixel_values)
@@ -144,7 +144,7 @@ def worker(args) -> dict:
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         x = torch.from_numpy(pixel_values).to(args.device, getattr(torch, dtype))
         g = torch.from_numpy(grid_thw).to(args.device)
-        device_peak = _TorchPeak(torch) if args.device == "cuda" else None
+        device_peak = TorchPeak(torch) if args.device == "cuda" else None
 
         def run():
             with torch.no_grad():
@@ -252,7 +252,7 @@ class _TransformersSteps(_StepClock):
                 "outside blocks s": raw["outside blocks s"]}
 
 
-class _CupyPeak:
+class CupyPeak:
     """Peak bytes in use in CuPy's default memory pool, read at every allocation."""
 
     def __init__(self):
@@ -274,7 +274,9 @@ class _CupyPeak:
         return int(self.value)
 
 
-class _TorchPeak:
+class TorchPeak:
+    """Peak bytes torch has allocated on its CUDA device (``max_memory_allocated``)."""
+
     def __init__(self, torch):
         self.cuda = torch.cuda
 
