@@ -10,10 +10,9 @@ Layout (each module's docstring names the notebook that explains it):
     spec           the whole forward in plain NumPy: the code to read and port from
     families       the family table: everything that differs between the towers, one entry each
     config, weights, preprocessing, bridge    checkpoints in, pixels in, tokens out to the LLM
-    grid, rotary, window_index, pos_embed     the index builders (shared by spec and engine)
-    patch_embed, norms, layers, merger        the plain kernels
+    grid           grid_thw, checked once
     stages         the names of the stages a forward reports (taps, compare)
-    engine/        the fast engine: the kernel table, the block, attention, threads
+    engine/        the fast engine: its kernels and index builders, the kernel table, the block, attention, threads
     encoder        VisionEncoder: the engine's forward, and trace
     backend        NumPy, CuPy, the strict stand-in
     tools/         taps and compare, the bug zoo, precision, the transformers oracle, bench, the CLI, the course

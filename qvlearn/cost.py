@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import VisionConfig
-from .window_index import cu_seqlens, window_index
+from .engine.window_index import cu_seqlens, window_index
 
 RELEASED_MAX_PATCHES = 65536
 """The most patches the released processors make of one image (12845056 px at 14 px, 16777216 px at 16 px, which

@@ -26,12 +26,12 @@ from .backend import Backend, get_backend, supports_out, widen_bf16
 from .config import VisionConfig, read_config
 from .engine.attention import DEFAULT_CHUNK_BYTES, SegmentPlan
 from .engine.kernels import KERNELS, Kernels
+from .engine.patch_embed import conv3d_weight_as_matrix
+from .engine.window_index import patch_permutation
 from .errors import BackendError, ConfigError, InputError
 from .grid import as_grid_thw, num_patches
-from .patch_embed import conv3d_weight_as_matrix
 from .stages import STAGES, block_of, default_stages, select_stages  # noqa: F401  (STAGES: qvlearn.STAGES)
 from .weights import fused_qkv, load_weights
-from .window_index import patch_permutation
 
 Tap = Callable[[str, object], None]
 

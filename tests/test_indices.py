@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from transformers import vision_utils as vu
 
 import qvlearn
-from qvlearn.rotary import inv_freq, rotary_cos_sin, rotary_position_ids
-from qvlearn.window_index import cu_seqlens, inverse_permutation, window_index
+from qvlearn.engine.rotary import inv_freq, rotary_cos_sin, rotary_position_ids
+from qvlearn.engine.window_index import cu_seqlens, inverse_permutation, window_index
 
 # (t, h, w) with h, w even: merged grids from 1 to 20 per side, several frame pairs
 entry = st.tuples(st.integers(1, 3), st.integers(1, 20).map(lambda x: 2 * x), st.integers(1, 20).map(lambda x: 2 * x))
@@ -84,7 +84,7 @@ def test_rotation_as_pairs_is_rope_in_another_channel_order(head_dim):
     the same numbers with channel j next to j + d/2, so q k^T is unchanged; a wrong pairing would not be."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
-    from qvlearn.rotary import rotate_as_pairs, rotation_factors
+    from qvlearn.engine.rotary import rotate_as_pairs, rotation_factors
 
     rng = np.random.default_rng(7)
     pos = rotary_position_ids([(1, 12, 16)])

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import qvlearn
+from qvlearn.engine.window_index import patch_permutation
 from qvlearn.errors import TapError
 from qvlearn.preprocessing import patchify
 from qvlearn.tools.llamacpp import LLAMACPP_STAGES, read_dump, taps_from_llamacpp
 from qvlearn.tools.taps import compare_taps, stage_names
-from qvlearn.window_index import patch_permutation
 
 TOWERS = {"qwen2_vl": "tiny-qwen2-vl", "qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl",
           "qwen3_5": "tiny-qwen3.5"}

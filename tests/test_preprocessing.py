@@ -139,7 +139,7 @@ def test_patch_rows_are_merge_block_major():
     rows, grid = qvlearn.preprocessing.patchify(frame)
     coords = [(int(row[0]), int(row[2 * 14 * 14])) for row in rows]
     assert coords[:8] == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
-    np.testing.assert_array_equal(np.array(coords), qvlearn.rotary.rotary_position_ids([grid]))
+    np.testing.assert_array_equal(np.array(coords), qvlearn.engine.rotary.rotary_position_ids([grid]))
 
 
 # -- bad input ----------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import torch
 
 import qvlearn
 from qvlearn.config import PRESETS, preset_config, vision_config_from_dict
+from qvlearn.engine.pos_embed import interpolation_indices_and_weights
 from qvlearn.errors import CheckpointError, ConfigError
-from qvlearn.pos_embed import interpolation_indices_and_weights
 from qvlearn.tools.check import rel_error
 from qvlearn.tools.reference import reference_tower, reference_trace
 

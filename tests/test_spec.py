@@ -111,9 +111,9 @@ def test_the_index_builders_equal_transformers_and_the_engine(grid, window):
     grids of images and videos, square and odd, with several window sizes."""
     from transformers import vision_utils as vu
 
-    from qvlearn.pos_embed import interpolation_indices_and_weights
-    from qvlearn.rotary import rotary_position_ids
-    from qvlearn.window_index import cu_seqlens, window_index
+    from qvlearn.engine.pos_embed import interpolation_indices_and_weights
+    from qvlearn.engine.rotary import rotary_position_ids
+    from qvlearn.engine.window_index import cu_seqlens, window_index
 
     g = np.asarray(grid, dtype=np.int64)
     tg = torch.from_numpy(g)

@@ -48,8 +48,8 @@ def test_qvlearn_taps_agree_with_reference_taps(tmp_path, checkpoint, image, pre
 
 def test_natural_order_blocks_match_a_natural_order_port(tmp_path, checkpoint, mixed_batch):
     """blocks.{i}.natural is block i in token order: un-permuting it again gives the window-ordered tap."""
+    from qvlearn.engine.window_index import patch_permutation
     from qvlearn.tools.taps import add_natural_order
-    from qvlearn.window_index import patch_permutation
 
     enc = qvlearn.load_encoder(checkpoint("tiny-qwen2.5-vl"))
     stages = add_natural_order(enc.trace(*mixed_batch, to_numpy=True))

@@ -167,18 +167,18 @@ merger output (the LLM width).
 
 | what | value | where |
 |---|---|---|
-| LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | `qvlearn/norms.py` |
-| RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/norms.py` |
-| vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/rotary.py` |
-| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | `qvlearn/rotary.py` |
+| LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | `qvlearn/spec.py` |
+| RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/spec.py` |
+| vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/spec.py` |
+| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | `qvlearn/spec.py` |
 | attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/engine/attention.py` |
-| QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/layers.py` |
-| SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/layers.py` |
-| merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/merger.py` |
+| QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/spec.py` |
+| SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/spec.py` |
+| merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/spec.py` |
 | LLM M-RoPE theta | 1e6, head_dim 128, `mrope_section` [16, 24, 24] | `qvlearn/bridge.py` |
-| Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | `qvlearn/norms.py` |
-| Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | `qvlearn/layers.py` |
-| Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | `qvlearn/pos_embed.py` |
+| Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | `qvlearn/spec.py` |
+| Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | `qvlearn/spec.py` |
+| Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | `qvlearn/spec.py` |
 | Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | `qvlearn/spec.py` (`merger`) |
 | Qwen3-VL LLM M-RoPE | interleaved (`mrope_interleaved`), `mrope_section` [24, 20, 20]: frequency i follows h if i % 3 == 1, w if i % 3 == 2 (below 3 x section), else t | `qvlearn/bridge.py` |
 

@@ -20,8 +20,8 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from ..config import VisionConfig
-from ..rotary import rotate_as_pairs, rotation_factors
 from .parallel import row_parallel
+from .rotary import rotate_as_pairs, rotation_factors
 
 
 def _no_tap(name, value):
@@ -100,7 +100,7 @@ def project_by_halves(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
 
 def project_in_place(K, x, w: dict, cfg: VisionConfig, cos, sin) -> Projection:
     """Block step 1 on NumPy: each row range writes into arrays made once, q and k rotated as one complex
-    multiplication (:func:`qvlearn.rotary.rotate_as_pairs`: each head's rotated channels in pairs, ``j`` next to
+    multiplication (:func:`qvlearn.engine.rotary.rotate_as_pairs`: each head's rotated channels in pairs, ``j`` next to
     ``j + d/2``, for both q and k, so the scores are those of the halves layout), v as the checkpoint lays it
     out. No concatenation after the parts."""
     xp = array_namespace(x)

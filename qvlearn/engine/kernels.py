@@ -23,15 +23,15 @@ from types import MappingProxyType
 
 from array_api_compat import array_namespace
 
-from ..layers import ACTIVATIONS, gelu, linear
-from ..merger import merge_2x2, restore_order
-from ..norms import layer_norm, rms_norm
-from ..patch_embed import patch_embed
-from ..pos_embed import interpolated_pos_embed, interpolation_indices_and_weights
-from ..rotary import apply_rotary, inv_freq, rotary_cos_sin, rotary_position_ids
-from ..window_index import cu_seqlens, inverse_permutation, window_index
 from . import block as steps
 from .attention import parallel_segment_attention
+from .layers import ACTIVATIONS, gelu, linear
+from .merger import merge_2x2, restore_order
+from .norms import layer_norm, rms_norm
+from .patch_embed import patch_embed
+from .pos_embed import interpolated_pos_embed, interpolation_indices_and_weights
+from .rotary import apply_rotary, inv_freq, rotary_cos_sin, rotary_position_ids
+from .window_index import cu_seqlens, inverse_permutation, window_index
 
 
 def is_full_attention_block(config, i: int) -> bool:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from array_api_compat import array_namespace
 
-from .. import preprocessing, rotary
+from .. import preprocessing
+from ..engine import rotary
 from ..engine.kernels import KERNELS, Kernels
+from ..engine.layers import gelu, gelu_tanh
 from ..errors import InputError
-from ..layers import gelu, gelu_tanh
 from ..preprocessing import STEPS, Steps
 
 
@@ -83,8 +84,8 @@ def _window_inverse_is_the_index(index):
 
 def _window_index_keeping_empty_windows(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
     """transformers' window list before ``unique_consecutive``: empty padded windows stay as 0-length segments."""
+    from ..engine.window_index import window_index
     from ..grid import as_grid_thw
-    from ..window_index import window_index
 
     w_index, _ = window_index(grid_thw, spatial_merge_size, window_size, patch_size)
     ws = window_size // spatial_merge_size // patch_size
@@ -102,7 +103,7 @@ def _window_index_keeping_empty_windows(grid_thw, spatial_merge_size=2, window_s
 
 def _window_size_in_tokens(grid_thw, spatial_merge_size=2, window_size=112, patch_size=14):
     """``window_size`` read as tokens, not pixels (112 merged tokens a side: one window per image)."""
-    from ..window_index import window_index
+    from ..engine.window_index import window_index
 
     return window_index(grid_thw, spatial_merge_size, window_size, 1)
 
@@ -135,13 +136,13 @@ def _scale_by_width(q, k, v, plan, scale, chunk_bytes):
 
 
 def _layer_norm_for_rms(x, weight, eps=1e-6):
-    from ..norms import layer_norm
+    from ..engine.norms import layer_norm
 
     return layer_norm(x, weight, 0.0, eps)
 
 
 def _rms_norm_eps(eps):
-    from ..norms import rms_norm
+    from ..engine.norms import rms_norm
 
     return lambda x, weight, _eps=1e-6: rms_norm(x, weight, eps)
 
@@ -207,8 +208,8 @@ def _full_swapped(config, i):
 def _position_taps_half_pixel(grid_thw, side, spatial_merge_size=2):
     """The position table resampled with ``align_corners=False`` (half-pixel centres, as ``F.interpolate``'s
     default and most image resizers): patch ``r`` of ``h`` reads table row ``(r + 0.5) * side / h - 0.5``."""
+    from ..engine.rotary import rotary_position_ids
     from ..grid import as_grid_thw
-    from ..rotary import rotary_position_ids
 
     grid = as_grid_thw(grid_thw, spatial_merge_size)
     ids = rotary_position_ids(grid, spatial_merge_size)
@@ -228,7 +229,7 @@ def _position_taps_half_pixel(grid_thw, side, spatial_merge_size=2):
 
 def _position_taps_direct(grid_thw, side, spatial_merge_size=2):
     """The table indexed directly at (row, col), clipped to the table, with no interpolation."""
-    from ..rotary import rotary_position_ids
+    from ..engine.rotary import rotary_position_ids
 
     ids = np.clip(rotary_position_ids(grid_thw, spatial_merge_size), 0, side - 1)
     indices = np.zeros((len(ids), 4), dtype=np.int64)
@@ -241,8 +242,8 @@ def _position_taps_direct(grid_thw, side, spatial_merge_size=2):
 def _position_taps_raster(grid_thw, side, spatial_merge_size=2):
     """The interpolated table laid out in raster order (row by row) instead of the 2x2 merge-block order of the
     patch rows it is added to."""
+    from ..engine.pos_embed import interpolation_indices_and_weights
     from ..grid import as_grid_thw
-    from ..pos_embed import interpolation_indices_and_weights
 
     idx, wts = interpolation_indices_and_weights(grid_thw, side, spatial_merge_size)
     grid, m = as_grid_thw(grid_thw, spatial_merge_size), spatial_merge_size

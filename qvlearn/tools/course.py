@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 MODEL_ENV = "QVLEARN_MODEL"
@@ -173,3 +174,73 @@ def versions() -> str:
     parts.append(f"backend {get_backend().name}")
     parts.append(f"model {'$' + MODEL_ENV if uses_real_weights() else 'seeded random weights'}")
     return ", ".join(parts)
+
+
+LEARNER_PACKAGE = "my_encoder"
+"""The learner's own encoder: the folder beside the notebooks that :func:`keep` writes, one module per notebook."""
+
+
+def keep(*functions, module: str, imports: str = "import numpy as np", folder=None) -> None:
+    """Save the learner's ``functions`` (defined in the notebook's cells) as ``my_encoder/<module>.py``.
+
+    The module holds each function's source as the notebook defines it, below ``imports`` (earlier modules by
+    absolute name: ``from my_encoder.rope import apply_rotary``); later notebooks import
+    it (``from my_encoder.rope import apply_rotary``). Edit a function in its notebook, run that cell and the
+    ``keep`` cell again, and every later notebook uses your version. ``folder`` defaults to ``my_encoder/`` in the
+    current directory (the notebooks' folder, where Jupyter and nbval run them). The file is written whole or not
+    at all, then imported once to show that it stands on its own. Prints one line: what was kept, where."""
+    import importlib.util
+    import inspect
+
+    from ..atomic import atomic_file
+
+    if not module.isidentifier():
+        raise ValueError(f"module {module!r} must be a Python name such as 'rope'")
+    if not functions or not all(inspect.isfunction(f) for f in functions):
+        raise TypeError("keep() takes the functions to save, e.g. keep(rotate_half, apply_rotary, module='rope')")
+    folder = Path(folder) if folder is not None else Path.cwd() / LEARNER_PACKAGE
+    parts = [f'"""my_encoder.{module}: functions kept from a notebook by qvlearn.tools.course.keep. Edit them in the '
+             'notebook\nand run its cells again; this file is rewritten."""\n', imports.strip() + "\n"]
+    for f in functions:
+        try:
+            source = inspect.getsource(f)
+        except (OSError, TypeError) as exc:
+            raise ValueError(f"cannot read the source of {f.__name__} ({exc}); define it with def in a cell") from None
+        parts.append(source)
+    text = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+    path = folder / f"{module}.py"
+    init = folder / "__init__.py"
+    if not init.exists():
+        with atomic_file(init) as tmp:
+            tmp.write_text('"""The learner\'s own encoder, one module per notebook (written by keep())."""\n')
+    if not (path.exists() and path.read_text() == text):
+        with atomic_file(path) as tmp:
+            tmp.write_text(text)
+    name = f"{LEARNER_PACKAGE}.{module}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    kept = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kept)  # it stands on its own: its imports and names resolve
+    import builtins
+
+    for f in functions:  # a global a function reads that the module lacks would fail only when called
+        missing = sorted(n for n in _global_names(getattr(kept, f.__name__).__code__)
+                         if not hasattr(kept, n) and not hasattr(builtins, n))
+        if missing:
+            path.unlink()
+            raise NameError(f"{f.__name__} uses {', '.join(missing)}, which {LEARNER_PACKAGE}/{module}.py would not "
+                            f"define: add the import to imports= (or keep the function that defines it too)")
+    sys.modules[name] = kept  # the next `from my_encoder.<module> import ...` reads this version
+    if LEARNER_PACKAGE in sys.modules:
+        vars(sys.modules[LEARNER_PACKAGE])[module] = kept  # `import my_encoder.rope` reads it too
+    print(f"kept in {LEARNER_PACKAGE}/{module}.py: {', '.join(f.__name__ for f in functions)}")
+
+
+def _global_names(code) -> set[str]:
+    """The global names a function's code (and the functions and lambdas inside it) reads."""
+    import dis
+
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _global_names(const)
+    return names

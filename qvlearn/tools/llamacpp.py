@@ -79,8 +79,8 @@ def taps_from_llamacpp(arrays: dict, family: str, *, embeddings: np.ndarray, out
     ``[tokens, out_width * (1 + n_deepstack)]``; ``family``: the tower's family id (``qwen2_5_vl``, ...).
     Raises :class:`TapError` when a tensor the family needs is missing or the output's width does not fit.
     """
+    from ..engine.window_index import inverse_permutation, patch_permutation
     from ..preprocessing import patchify
-    from ..window_index import inverse_permutation, patch_permutation
 
     norm_stage, gated, windowed, patch = _family_kind(family)
     embeddings = np.asarray(embeddings, np.float32)

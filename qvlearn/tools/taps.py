@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.window_index import inverse_permutation, patch_permutation
 from ..errors import TapError
 from ..stages import (  # noqa: F401
     INNER_STAGES,
@@ -37,7 +38,6 @@ from ..stages import (  # noqa: F401
     stage_names,
     stage_order,
 )
-from ..window_index import inverse_permutation, patch_permutation
 
 FORMAT_VERSION = "1"
 FORMAT_KEY = "qvlearn_taps_format"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace
 
-from .grid import as_grid_thw
+from ..grid import as_grid_thw
 from .rotary import rotary_position_ids
 
 

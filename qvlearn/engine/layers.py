@@ -12,7 +12,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
-from .backend import LOG2_E, erf, exp2_, supports_out
+from ..backend import LOG2_E, erf, exp2_, supports_out
 
 
 def linear(x, weight, bias=None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grid import as_grid_thw
+from ..grid import as_grid_thw
 
 PAD = -100  # the sentinel transformers pads with
 

@@ -1,0 +1,1 @@
+"""The learner's own encoder, one module per notebook (written by keep())."""
