@@ -736,7 +736,8 @@ _CAPSTONE = {}
 
 def _capstone_case(preset: str):
     """A small tower of the family (seeded random weights in the real layout), two images and a video, and
-    transformers' taps of it (cached per preset)."""
+    transformers' taps of it at every stage, the ones inside the blocks included (cached per preset): whatever
+    stages the learner taps, the checker compares them all."""
     if preset not in _CAPSTONE:
         import qvlearn
         from qvlearn.tools.cache import default_model
@@ -748,7 +749,7 @@ def _capstone_case(preset: str):
         images = [r.integers(0, 256, (150, 230, 3), dtype=np.uint8), r.integers(0, 256, (224, 224, 3), dtype=np.uint8)]
         video = [r.integers(0, 256, (90, 130, 3), dtype=np.uint8) for _ in range(3)]
         pixel_values, grid = qvlearn.preprocess(images=images, videos=[video], family=config.family)
-        reference = reference_trace(reference_tower(path), pixel_values, grid)
+        reference = reference_trace(reference_tower(path), pixel_values, grid, stages="*")  # inner stages too
         _CAPSTONE[preset] = (config, qvlearn.load_weights(path, config), pixel_values, grid, reference)
     return _CAPSTONE[preset]
 

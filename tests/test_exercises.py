@@ -179,8 +179,38 @@ def _deepstack_reversed(config, weights, pixel_values, grid_thw, tap):
 
 
 # the capstone: a port that departs at one stage; the checker names it and the stages before that agree
-WRONG["14.1"] = (_without_norm2_gain, "first stage beyond tolerance: blocks.1 .*every stage before agree")
+WRONG["14.1"] = (_without_norm2_gain, "first stage beyond tolerance: blocks.1.norm2 .*every stage before agree")
 WRONG["14.2"] = (_deepstack_reversed, "first stage beyond tolerance: deepstack.0 .*every stage before agree")
+
+
+def _eps_1e5(config, weights, pixel_values, grid_thw, tap):
+    """A port whose norms use eps = 1e-5 (the torch default) instead of the checkpoint's 1e-6."""
+    import dataclasses
+
+    from qvlearn import spec
+
+    return spec.forward(dataclasses.replace(config, eps=1e-5), weights, pixel_values, grid_thw, tap=tap)
+
+
+def test_the_capstone_checker_compares_every_stage_tapped_inner_ones_too():
+    """With every stage tapped the checker names the first norm that departs; with only the main stages it can
+    only name a block: the more stages tapped, the closer it points."""
+    from exercises.checks import EXERCISES, NotYet
+    from qvlearn.stages import INNER_STAGES
+
+    with pytest.raises(NotYet) as every:
+        EXERCISES["14.1"].check(_eps_1e5)
+    assert str(every.value).startswith("first stage beyond tolerance: blocks.0.norm1 "), str(every.value)
+
+    def main_stages_only(config, weights, pixel_values, grid_thw, tap):
+        inner = tuple(f".{s}" for s in INNER_STAGES)
+        return _eps_1e5(config, weights, pixel_values, grid_thw,
+                        lambda n, a: None if n.startswith("blocks.") and n.endswith(inner) else tap(n, a))
+
+    with pytest.raises(NotYet) as main:
+        EXERCISES["14.1"].check(main_stages_only)
+    named = str(main.value).split(": ", 1)[1].split(" ")[0]
+    assert named.startswith("blocks.") and named.count(".") == 1, str(main.value)
 
 
 def _first_far_stage(port, golden):
