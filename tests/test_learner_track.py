@@ -153,8 +153,15 @@ else:
     raise AssertionError("keep accepted a function whose module lacks math")
 import os
 assert not os.path.exists("my_encoder/broken.py")
+define("def double(x):\\n    return math.pi * x\\n")                 # a broken edit of a kept module
+try:
+    keep(double, module="tiny")
+except NameError:
+    pass
+from my_encoder.tiny import double as kept
+assert kept(3) == 7, "a refused keep replaced the earlier version"
 print("ok")
 """)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
-    assert "return np.asarray(x) * 2 + 1" in (tmp_path / "my_encoder" / "tiny.py").read_text()
+    assert "return np.asarray(x) * 2 + 1" in (tmp_path / "my_encoder" / "tiny.py").read_text()  # still the good one

@@ -183,14 +183,16 @@ LEARNER_PACKAGE = "my_encoder"
 def keep(*functions, module: str, imports: str = "import numpy as np", folder=None) -> None:
     """Save the learner's ``functions`` (defined in the notebook's cells) as ``my_encoder/<module>.py``.
 
-    The module holds each function's source as the notebook defines it, below ``imports`` (earlier modules by
-    absolute name: ``from my_encoder.rope import apply_rotary``); later notebooks import
-    it (``from my_encoder.rope import apply_rotary``). Edit a function in its notebook, run that cell and the
-    ``keep`` cell again, and every later notebook uses your version. ``folder`` defaults to ``my_encoder/`` in the
-    current directory (the notebooks' folder, where Jupyter and nbval run them). The file is written whole or not
-    at all, then imported once to show that it stands on its own. Prints one line: what was kept, where."""
-    import importlib.util
+    The module holds each function's source as the notebook defines it, below ``imports`` (earlier kept modules
+    by absolute name, ``from my_encoder.rope import apply_rotary``, which is also how later notebooks import it).
+    Edit a function in its notebook, run that cell and the ``keep`` cell again, and every later notebook uses your
+    version. ``folder`` defaults to ``my_encoder/`` in the current directory (the notebooks' folder, where Jupyter
+    and nbval run them). The new text is run once before anything is written: a module that would not stand on its
+    own (a failing import, a global a function reads that it lacks) is refused and the file it would replace is
+    left as it was; otherwise the file is written whole. Prints one line: what was kept, where."""
+    import builtins
     import inspect
+    import types
 
     from ..atomic import atomic_file
 
@@ -209,6 +211,17 @@ def keep(*functions, module: str, imports: str = "import numpy as np", folder=No
         parts.append(source)
     text = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
     path = folder / f"{module}.py"
+    name = f"{LEARNER_PACKAGE}.{module}"
+    kept = types.ModuleType(name)
+    kept.__file__ = str(path)
+    exec(compile(text, str(path), "exec"), vars(kept))  # it stands on its own: its imports resolve
+    for f in functions:  # a global a function reads that the module lacks would fail only when called
+        missing = sorted(n for n in _global_names(getattr(kept, f.__name__).__code__)
+                         if not hasattr(kept, n) and not hasattr(builtins, n))
+        if missing:
+            raise NameError(f"{f.__name__} uses {', '.join(missing)}, which {LEARNER_PACKAGE}/{module}.py would not "
+                            f"define: add the import to imports= (or keep the function that defines it too); "
+                            f"nothing was written")
     init = folder / "__init__.py"
     if not init.exists():
         with atomic_file(init) as tmp:
@@ -216,19 +229,6 @@ def keep(*functions, module: str, imports: str = "import numpy as np", folder=No
     if not (path.exists() and path.read_text() == text):
         with atomic_file(path) as tmp:
             tmp.write_text(text)
-    name = f"{LEARNER_PACKAGE}.{module}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    kept = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kept)  # it stands on its own: its imports and names resolve
-    import builtins
-
-    for f in functions:  # a global a function reads that the module lacks would fail only when called
-        missing = sorted(n for n in _global_names(getattr(kept, f.__name__).__code__)
-                         if not hasattr(kept, n) and not hasattr(builtins, n))
-        if missing:
-            path.unlink()
-            raise NameError(f"{f.__name__} uses {', '.join(missing)}, which {LEARNER_PACKAGE}/{module}.py would not "
-                            f"define: add the import to imports= (or keep the function that defines it too)")
     sys.modules[name] = kept  # the next `from my_encoder.<module> import ...` reads this version
     if LEARNER_PACKAGE in sys.modules:
         vars(sys.modules[LEARNER_PACKAGE])[module] = kept  # `import my_encoder.rope` reads it too
