@@ -3,8 +3,10 @@
 #   make test   create .venv, install everything, then run its phases (each one even if an earlier one failed, and
 #               one summary line per phase at the end): ruff; the test suite and every notebook; every notebook
 #               under other numerics; the test suite under other numerics against the newest transformers
-#               (NEXT_TRANSFORMERS); a check that the run left the tree unchanged
-# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make test-next,
+#               (NEXT_TRANSFORMERS); the course site built and opened in headless chromium; a check that the run
+#               left the tree unchanged
+# Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make site (the course as
+#   a static website in build/site/), make test-next,
 #   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp checked stage by stage and timed:
 #   docs/conformance.md; about 25 minutes on 2 cores from a fresh clone, not part of make test).
 
@@ -32,7 +34,7 @@ export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
 .PHONY: setup lab test test-lint test-suite test-notebooks-other test-tree test-next test-slow notebooks clean \
-        conformance gpu-wheels gpu-check gpu-check-dry
+        conformance gpu-wheels gpu-check gpu-check-dry site test-site browser
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
@@ -59,7 +61,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_tour.ipynb $(LAB_ARGS)
 
 # make test's phases: each runs even when an earlier one failed; tools/phases.py ends with one line per phase.
-TEST_PHASES := test-lint test-suite test-notebooks-other test-next gpu-check-dry test-tree
+TEST_PHASES := test-lint test-suite test-notebooks-other test-next test-site gpu-check-dry test-tree
 
 test: setup
 	@$(PY) tools/tree_state.py save
@@ -117,6 +119,31 @@ test-slow: setup
 
 notebooks: setup
 	$(PY) tools/regenerate_notebooks.py notebooks/*.ipynb
+
+# The course as a static site in build/site/ (open build/site/index.html): Sphinx + myst-nb, offline, from the
+# committed notebooks (not re-executed); tools/site.py says what it holds. A link that leaves the site stops it.
+SITE ?= build/site
+site: setup
+	$(PY) tools/site.py --out $(SITE)
+
+# The site built and opened page by page in headless chromium (tools/site_check.py): every page loads, every
+# image is displayed, nothing is fetched over the network, no internal link is dead.
+test-site: site browser
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_site_check.py
+	$(PY) tools/site_check.py --site $(SITE)
+
+# chromium and chromedriver for test-site: installed with apt-get when missing on Debian/Ubuntu as root (a CI
+# machine); elsewhere tools/site_check.py says how to install them.
+browser:
+	@if ! command -v chromedriver >/dev/null || ! { command -v chromium || command -v chromium-browser || \
+	     command -v google-chrome; } >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing Debian's chromium and chromium-driver for the site's browser check (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+	      >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } || \
+	      echo "make: apt-get could not install chromium: test-site will say what is missing"; \
+	  fi; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -53,7 +53,7 @@ def test_both_tracks_exist_and_the_readme_names_them():
     assert {"learner", "porter"} <= set(tracks.values())
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name, kind in tracks.items():
-        row = next((line for line in readme.splitlines() if f"({'notebooks/' + name})" in line), "")
+        row = next((line for line in readme.splitlines() if line.startswith(f"| [{name}](notebooks/{name})")), "")
         assert kind in row.lower(), f"README's course table does not name {name}'s track ({kind})"
 
 

@@ -163,8 +163,8 @@ def section_problems(path: Path, text: str) -> list[str]:
     ('notebook 1, §6'); the project's spec is not in the repository, so 'spec §...' points nowhere."""
     bad = []
     for match in SECTION.finditer(text):
-        before = text[max(0, match.start() - 30): match.start()]
-        notebook = re.search(r"notebook (\d+), $", before)
+        before = text[max(0, match.start() - 80): match.start()]
+        notebook = re.search(r"notebook (\d+)(?:\]\([^)]*\))?, $", before)
         if notebook:
             target = next((p for p in NOTEBOOKS if p.name.startswith(f"{int(notebook.group(1)):02d}_")), None)
             headings = "\n".join("".join(c["source"]) for c in json.loads(target.read_text())["cells"]
@@ -183,6 +183,8 @@ def test_the_claim_checks_catch_what_they_are_about(tmp_path):
     assert section_problems(page, "spec checklist §11.3 (no public report found)")
     assert section_problems(page, "as the notebook 1, §9 says")
     assert not section_problems(page, "the Qwen2-VL report (§2.1) and the Qwen2.5-VL report, §2.1; notebook 1, §6")
+    assert not section_problems(page, "as [notebook 1](01_preprocessing.ipynb), §6 shows")
+    assert section_problems(page, "as [notebook 1](01_preprocessing.ipynb), §9 says")
     assert CUT_SLICE.search('print(f"{name:25s} {bug.reported[:60]}")')
     assert not CUT_SLICE.search("print(f\"{x[:3]} {rows[2:]}\")")
 

@@ -9,6 +9,7 @@ qvlearn.weights, so the page cannot drift from the engine; tests/test_docs.py ru
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -95,15 +96,25 @@ def weights_table(preset: str) -> str:
     return "\n".join(lines)
 
 
+NOTEBOOK_MENTION = re.compile(r"\b([Nn]otebook) (\d{1,2})\b")
+
+
+def link_notebooks(text: str) -> str:
+    """'notebook 3' in a bug's note becomes a link to notebooks/03_*.ipynb (the page is read on GitHub and the site)."""
+    found = {int(p.name[:2]): p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    return NOTEBOOK_MENTION.sub(lambda m: f"[{m[1]} {m[2]}](../notebooks/{found[int(m[2])]})"
+                                if int(m[2]) in found else m[0], text)
+
+
 def bugs_table() -> str:
     lines = ["| bug | first stage compare names | reported |", "|---|---|---|"]
     for bug in BUGS.values():
-        lines.append(f"| `{bug.name}`: {bug.title} | `{bug.stage}` | {bug.reported} |")
+        lines.append(f"| `{bug.name}`: {bug.title} | `{bug.stage}` | {link_notebooks(bug.reported)} |")
     lines += ["", f"{len(BRIDGE_BUGS)} more live after the encoder, in the bridge to the LLM, where no tap sees "
               "them; `qvlearn.bridge` implements the right rules and notebooks 10 and 13 show them:", "",
               "| bug | where qvlearn covers it | reported |", "|---|---|---|"]
     for name, (title, reported, where) in BRIDGE_BUGS.items():
-        lines.append(f"| `{name}`: {title} | {where} | {reported} |")
+        lines.append(f"| `{name}`: {title} | {link_notebooks(where)} | {link_notebooks(reported)} |")
     return "\n".join(lines)
 
 
@@ -167,20 +178,20 @@ merger output (the LLM width).
 
 | what | value | where |
 |---|---|---|
-| LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | `qvlearn/spec.py` |
-| RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | `qvlearn/spec.py` |
-| vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | `qvlearn/spec.py` |
-| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | `qvlearn/spec.py` |
-| attention scale | `head_dim ** -0.5` (1/sqrt(80)) | `qvlearn/engine/attention.py` |
-| QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | `qvlearn/spec.py` |
-| SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | `qvlearn/spec.py` |
-| merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | `qvlearn/spec.py` |
-| LLM M-RoPE theta | 1e6, head_dim 128, `mrope_section` [16, 24, 24] | `qvlearn/bridge.py` |
-| Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | `qvlearn/spec.py` |
-| Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | `qvlearn/spec.py` |
-| Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | `qvlearn/spec.py` |
-| Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | `qvlearn/spec.py` (`merger`) |
-| Qwen3-VL LLM M-RoPE | interleaved (`mrope_interleaved`), `mrope_section` [24, 20, 20]: frequency i follows h if i % 3 == 1, w if i % 3 == 2 (below 3 x section), else t | `qvlearn/bridge.py` |
+| LayerNorm eps (Qwen2-VL norm1, norm2, ln_q) | 1e-6, biased variance, affine with bias | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| RMSNorm eps (Qwen2.5-VL norm1, norm2, ln_q) | 1e-6; `x / sqrt(mean(x^2) + eps)` in float32, cast back, **then** times the gain; no bias | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| vision rotary theta | 10000; 20 frequencies `theta^(-2i/40)` for head_dim 80 (computed over head_dim/2) | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| rotary layout | cos/sin = cos/sin of the angles `[row*f, col*f, row*f, col*f]` (20 each); `rotate_half` pairs channel j with j + head_dim/2 (NeoX halves). The same rotation as a complex multiply `(x[j] + i x[j + d/2]) * exp(i angle[j])` with each pair stored side by side is fine if q and k share that channel order (the scores are unchanged; qvlearn's block does it, its taps keep the halves) | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| attention scale | `head_dim ** -0.5` (1/sqrt(80)) | [`qvlearn/engine/attention.py`](../qvlearn/engine/attention.py) |
+| QuickGELU (Qwen2-VL MLP) | `x * sigmoid(1.702 x)` | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| SiLU (Qwen2.5-VL MLP) | `x * sigmoid(x)` on the gate branch | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| merger GELU | exact erf GELU (`nn.GELU()`), not the tanh approximation | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| LLM M-RoPE theta | 1e6, head_dim 128, `mrope_section` [16, 24, 24] | [`qvlearn/bridge.py`](../qvlearn/bridge.py) |
+| Qwen3 LayerNorm eps (norm1, norm2, merger, DeepStack) | 1e-6, with bias | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| Qwen3 MLP activation | `gelu_pytorch_tanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| Qwen3 position table | `side x side` (48 x 48), bilinear with **corners aligned**, float32 coordinates `r (side-1)/(h-1)`, merge-block order, repeated per frame pair, added after the Conv3d (which has a bias) | [`qvlearn/spec.py`](../qvlearn/spec.py) |
+| Qwen3 DeepStack merger | 2x2 concat **then** LayerNorm over 4D, Linear(4D, 4D), exact GELU, Linear(4D, out) | [`qvlearn/spec.py`](../qvlearn/spec.py) (`merger`) |
+| Qwen3-VL LLM M-RoPE | interleaved (`mrope_interleaved`), `mrope_section` [24, 20, 20]: frequency i follows h if i % 3 == 1, w if i % 3 == 2 (below 3 x section), else t | [`qvlearn/bridge.py`](../qvlearn/bridge.py) |
 
 ## 4. Preprocessing
 
@@ -261,8 +272,8 @@ exactly. Any other reader can widen the raw bytes itself: a bf16 value is the to
 
 ## 6. Bugs that break ports, and where compare pins them
 
-`qvlearn.tools.bugs` builds each of these as a kernel table of qvlearn's engine (or preprocessing steps); `tests/test_bugs.py` proves that `compare` names the
-stage below (notebook 12 shows their signatures).
+`qvlearn.tools.bugs` builds each of these as a kernel table of qvlearn's engine (or preprocessing steps); [`tests/test_bugs.py`](../tests/test_bugs.py) proves that `compare` names the
+stage below ([notebook 12](../notebooks/12_debugging_a_port.ipynb) shows their signatures).
 
 {bugs_table()}
 
@@ -277,11 +288,11 @@ naming the coarsest format that explains the file, bf16 before fp16, when a file
 (`pixel_values`, `grid_thw`) differ.
 
 {tap_table()}
-## 8. The index bookkeeping, as `qvlearn/spec.py` computes it
+## 8. The index bookkeeping, as [`qvlearn/spec.py`](../qvlearn/spec.py) computes it
 
 The integer work where ports most often go wrong (the merge-block order, the window padding and its empty windows,
 the position table's aligned corners, clamped neighbour and tap order), quoted from the spec: plain NumPy, held
-bit for bit to transformers' `vision_utils` over many grids by the tests (`tests/test_spec.py`).
+bit for bit to transformers' `vision_utils` over many grids by the tests ([`tests/test_spec.py`](../tests/test_spec.py)).
 
 ```python
 {spec_source("position_ids", "cu_seqlens", "window_index", "table_taps")}
