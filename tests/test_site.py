@@ -126,3 +126,16 @@ def test_a_notebook_the_prose_names_is_a_link_to_it(doc):
             if int(match.group(1)) in numbers and not own:
                 missing.append(f"{where}: {match.group(0)}")
     assert not missing, "link these notebooks, [notebook N](NN_name.ipynb):\n" + "\n".join(missing)
+
+
+EXERCISE = re.compile(r"(?<![\[\w/])\b[Ee]xercises? (\d\d)(?:\.\d)?\b(?![\]\d–-])")
+
+
+@pytest.mark.parametrize("doc", site.pages(ROOT), ids=str)
+def test_an_exercise_the_prose_names_is_a_link_to_its_file(doc):
+    numbers = {int(p.name[2:4]) for p in (ROOT / "exercises").glob("ex[0-9][0-9]_*.py")}
+    missing = []
+    for where, line in _prose(doc):
+        outside = re.sub(r"\[[^\]]*\]\([^)]*\)", "", "".join(line.split("`")[::2]))
+        missing += [f"{where}: {m.group(0)}" for m in EXERCISE.finditer(outside) if int(m.group(1)) in numbers]
+    assert not missing, "link these exercises, [exercise NN.M](../exercises/exNN_name.py):\n" + "\n".join(missing)
