@@ -248,3 +248,32 @@ def test_the_exercise_tables_are_in_order():
     rows = re.findall(r"^\| (\d\d) [a-z]", EXERCISES_README, re.M)
     questions = re.findall(r"^\* \*\*(\d\d)\.\*\*", EXERCISES_README, re.M)
     assert rows == sorted(rows) and questions == sorted(questions), (rows, questions)
+
+
+# --- every notebook defines the course's words it uses, in its header ------------------------------------------
+
+def _course_words():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qvlearn_tools_course_words", ROOT / "tools" / "course_words.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_notebook_defines_the_words_it_uses_in_its_header():
+    words = _course_words()
+    stale = [p.name for p in words.NOTEBOOKS if words.updated(p, words.words())[1]]
+    assert not stale, f"the Words line is missing or stale in {stale}: run python tools/course_words.py"
+
+
+def test_the_words_line_follows_the_prose():
+    """A notebook that starts to use 'segment' (or stops using 'tap') gets a stale line: the check above fails."""
+    words = _course_words()
+    table = words.words()
+    notebook = {"cells": [{"cell_type": "markdown", "source": "# N\n\n* **Time**: 5 minutes.\n"},
+                          {"cell_type": "markdown", "source": "Each segment of merge-block rows.\n| tap | table |"}]}
+    line = words.line_for(notebook, table)
+    assert line.startswith("* **Words**: **merge block**: 2×2") and "**segment**: rows that attend" in line
+    assert "**tap**" not in line  # table rows are not prose
+    assert words.line_for({"cells": [{"cell_type": "markdown", "source": "Nothing here."}]}, table) is None
