@@ -1,9 +1,10 @@
 """The family table: one entry per vision tower of the lineage, and everything that differs between them.
 
-Explained in ``notebooks/08_whole_encoder.ipynb`` (Qwen2-VL, Qwen2.5-VL) and ``notebooks/13_qwen3_vl.ipynb``
-(the third generation). Every module asks this table, never the family's name: the config reader (model types,
-defaults, JSON keys), the weights (names, prefix), the engine and the spec (norm, MLP, merger, windows, position
-table, DeepStack), the stage list, the preprocessing defaults and the bridge's token ids and position rule.
+Explained in ``notebooks/08_whole_encoder.ipynb`` (Qwen2-VL, Qwen2.5-VL), ``notebooks/13_qwen3_vl.ipynb`` (the third
+generation) and ``notebooks/16_lineage.ipynb`` (the rest). Every module asks this table, never the family's name: the
+config reader (model types, defaults, JSON keys), the weights (names, prefix), the engine and the spec (norm, MLP,
+merger, windows, position table, DeepStack), the stage list, the preprocessing defaults and the bridge's token ids and
+position rule.
 A new family whose tower is one of these is one entry here (and its presets in :mod:`qvlearn.config`).
 """
 

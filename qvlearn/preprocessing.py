@@ -390,7 +390,7 @@ def _video_frames(video, steps) -> list[Image.Image]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Qwen3-VL / Qwen3.5 videos (transformers' Qwen3VLVideoProcessor, explained in notebooks/13_qwen3_vl.ipynb)
+# Qwen3-VL / Qwen3.5 videos (transformers' Qwen3VLVideoProcessor, explained in notebooks/16_lineage.ipynb)
 # ---------------------------------------------------------------------------------------------------
 QWEN3_VIDEO_MIN_PIXELS = 128 * 32 * 32   # Qwen3VLVideoProcessor's class defaults: a budget over T x H x W
 QWEN3_VIDEO_MAX_PIXELS = 768 * 32 * 32

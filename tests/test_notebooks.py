@@ -277,3 +277,37 @@ def test_the_words_line_follows_the_prose():
     assert line.startswith("* **Words**: **merge block**: 2×2") and "**segment**: rows that attend" in line
     assert "**tap**" not in line  # table rows are not prose
     assert words.line_for({"cells": [{"cell_type": "markdown", "source": "Nothing here."}]}, table) is None
+
+
+# --- each learner notebook's main path fits in about 30 minutes ------------------------------------------------
+
+def reading_minutes(path: Path) -> float:
+    """A reader's time for a notebook's main path: prose at 150 words a minute, code at 8 lines a minute, a figure
+    1.5 minutes; sections whose heading says "deep dive" and the header's Words line and tables are left out."""
+    words = lines = figures = 0
+    deep = False
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            if text.startswith("## "):
+                deep = "deep dive" in text.split("\n")[0].lower()
+            if not deep:
+                words += len(re.findall(r"\w+", "\n".join(line for line in text.split("\n")
+                                                          if not line.startswith(("* **Words**", "|")))))
+        elif not deep:
+            if re.search(r"plt\.|fig, ", text):
+                figures += 1
+            else:
+                lines += sum(1 for line in text.split("\n") if line.strip() and not line.strip().startswith("#"))
+    return words / 150 + lines / 8 + figures * 1.5
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_stated_time_is_honest_and_a_learner_notebook_takes_about_30_minutes(path):
+    first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
+    stated = int(re.search(r"\*\*Time\*\*: (?:about )?(\d+) minutes", first).group(1))
+    estimate = reading_minutes(path)
+    assert 0.6 * estimate <= stated <= 2 * estimate + 5, f"{path.name}: states {stated} min, reads in ~{estimate:.0f}"
+    if "Track: **learner**" in first:
+        assert stated <= 30 and estimate <= 33, f"{path.name}: {stated} min stated, ~{estimate:.0f} estimated: " \
+                                                "move a section to a deep dive or to the porter's track"
