@@ -311,3 +311,57 @@ def test_the_stated_time_is_honest_and_a_learner_notebook_takes_about_30_minutes
     if "Track: **learner**" in first:
         assert stated <= 30 and estimate <= 33, f"{path.name}: {stated} min stated, ~{estimate:.0f} estimated: " \
                                                 "move a section to a deep dive or to the porter's track"
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names a cell binds, names it reads) — a cell that does not parse (a %magic) binds and reads nothing."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set(), set()
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return bound, read
+
+
+def deep_dive_leaks(cells: list[dict]) -> list[str]:
+    """Names that a main-path cell reads whose only binding so far came from a deep-dive section."""
+    from_deep, leaks, deep = set(), [], False
+    for number, cell in enumerate(cells):
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            if text.startswith("## "):
+                deep = "deep dive" in text.split("\n")[0].lower()
+            continue
+        bound, read = _names(text)
+        if deep:
+            from_deep |= bound
+        else:
+            leaks += [f"cell {number} reads {name}" for name in sorted((read - bound) & from_deep)]
+            from_deep -= bound
+    return leaks
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_main_path_never_needs_a_deep_dive(path):
+    """A learner may skip every section marked deep dive: no later main-path cell uses what one defined."""
+    leaks = deep_dive_leaks(json.loads(path.read_text(encoding="utf-8"))["cells"])
+    assert not leaks, f"{path.name}: the main path uses a deep dive's names: {leaks}"
+
+
+def test_a_main_path_that_needs_a_deep_dive_is_caught():
+    md = lambda s: {"cell_type": "markdown", "source": s}  # noqa: E731
+    code = lambda s: {"cell_type": "code", "source": s}  # noqa: E731
+    cells = [md("## 1. Main"), code("a = 1"), md("## 2. Deep dive (skip on first read): x"), code("b = a + 1"),
+             md("## 3. Main again"), code("print(a)"), code("c = b * 2")]
+    assert deep_dive_leaks(cells) == ["cell 6 reads b"]
