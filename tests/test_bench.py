@@ -99,3 +99,17 @@ def test_gpu_bench_tiny_measures_every_case(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in report.read_text().splitlines() if line.startswith("| tiny-")]
     assert len(rows) == len(qvlearn.tools.bench.TINY_CASES) == 3 and not any("failed" in r for r in rows), rows
+
+
+def test_the_report_names_the_machine_its_blas_kernel_and_both_libraries_matmul_rates():
+    from qvlearn.tools.bench import machine, machine_line
+
+    info = machine((256,))
+    line = machine_line(info)
+    assert info["blas_kernel"] and info["blas_threads"] >= 1 and info["numpy_gflops"] > 0
+    assert info["torch"]["gflops"] > 0 and info["torch"]["capability"]          # measured in its own process
+    assert f"({info['blas_kernel']} kernels, {info['blas_threads']} threads)" in line
+    assert "NumPy **" in line and "torch **" in line and "256^3" in line
+    fake = dict(info, flags=["avx2", "fma", "avx512f", "avx512_vnni"], torch={})
+    assert "AVX512F, AVX512_VNNI" in machine_line(fake) and "no AVX-512" not in machine_line(fake)
+    assert "torch not installed" in machine_line(fake)

@@ -8,8 +8,10 @@ Each (implementation, case) runs in its own subprocess on the same seeded random
 the same input, so that its peak resident memory is its own: the worker loads the tower, runs the
 warm-up forwards, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs the timed
 forwards and reads the peak (``VmHWM``). Times are medians. The FLOP count is analytic (matmuls only:
-every linear layer, ``q k^T`` and ``p v`` of every segment), and the machine's float32 matmul
-throughput is measured in the same run with NumPy (best of 2048x2048 and 4096x4096 products).
+every linear layer, ``q k^T`` and ``p v`` of every segment). The report names the machine: the CPU and its
+vector flags, NumPy's BLAS with the kernel it picked and its threads (threadpoolctl), torch's build, and the
+float32 matmul throughput of both NumPy and torch measured in the same run (best of 2048^3 and 4096^3 products),
+so that a machine's limit can be told from the engine's.
 Loading is timed cold (the checkpoint's pages dropped from the page cache) and warm, in a fresh process.
 On a machine without a GPU, ``--gpu`` says so and measures nothing.
 """
@@ -456,7 +458,7 @@ def _gb(x) -> str:
     return f"{x / 2**30:.2f}"
 
 
-def build_report(results, peak_gflops, command) -> str:
+def build_report(results, peak_gflops, command, machine_info=None) -> str:
     from ..config import preset_config
 
     lines = ["| tower | image (px) | patches | qvlearn s | transformers s | ratio | GFLOP | qvlearn GFLOP/s | "
@@ -490,9 +492,9 @@ def build_report(results, peak_gflops, command) -> str:
         "Peak RSS is the peak resident memory of the process during the timed forwards "
         "(libraries and weights included).",
         "Rows marked **busy** ran while another process kept one core busy with single-threaded float32 matmuls.", "",
+        machine_line(machine_info) if machine_info else
         f"Machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_name()}), NumPy {np.__version__}; "
-        f"measured float32 matmul throughput (NumPy, best of 2048^3 and 4096^3 products): "
-        f"**{peak_gflops:.0f} GFLOP/s**.", "",
+        f"measured float32 matmul throughput (NumPy): **{peak_gflops:.0f} GFLOP/s**.", "",
         f"Command: `{command}`", "",
     ]
     return "\n".join(header + lines) + "\n"
@@ -512,6 +514,67 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "amx_bf16")
+
+
+def _cpu_flags() -> list[str]:
+    """The vector-instruction flags of this CPU that decide the BLAS kernels (from /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _torch_info(size: int) -> dict:
+    """torch's build and threads and its float32 matmul throughput, measured in a subprocess (the benchmark's own
+    process never imports torch); an empty dict where torch is not installed."""
+    code = ("import json, statistics, time, torch\n"
+            f"a = torch.randn({size}, {size}); b = a.clone(); a @ b\n"
+            "times = []\n"
+            "for _ in range(5):\n    t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)\n"
+            "print(json.dumps(dict(version=torch.__version__, threads=torch.get_num_threads(),\n"
+            "    capability=torch.backends.cpu.get_cpu_capability(), mkl=torch.backends.mkl.is_available(),\n"
+            f"    gflops=2 * {size} ** 3 / statistics.median(times) / 1e9)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
+
+
+def machine(sizes=(2048, 4096)) -> dict:
+    """What a reader needs to tell this machine's limits from the engine's: the CPU, its vector flags, NumPy's BLAS
+    with the kernel it picked and its threads (threadpoolctl), torch's build, and both libraries' float32 matmul
+    throughput measured now (the best of the given square sizes)."""
+    from threadpoolctl import threadpool_info
+
+    blas = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    torch = {}
+    for size in sizes:
+        info = _torch_info(size)
+        if info and info["gflops"] > torch.get("gflops", 0):
+            torch = info
+    return dict(cpu=_cpu_name(), arch=platform.machine(), cores=os.cpu_count(), flags=_cpu_flags(),
+                numpy=np.__version__, blas=blas.get("internal_api", "unknown"), blas_version=blas.get("version"),
+                blas_kernel=blas.get("architecture"), blas_threads=blas.get("num_threads"),
+                numpy_gflops=max(matmul_gflops(s) for s in sizes), torch=torch, sizes=list(sizes))
+
+
+def machine_line(m: dict) -> str:
+    flags = ", ".join(f.upper() for f in m["flags"]) or "flags unknown"
+    avx512 = "" if any(f.startswith("avx512") for f in m["flags"]) or not m["flags"] else "; no AVX-512"
+    torch = m["torch"]
+    torch_part = (f"torch {torch['version']} ({torch['capability']} kernels, {'MKL' if torch['mkl'] else 'no MKL'}, "
+                  f"{torch['threads']} threads)" if torch else "torch not installed")
+    rate = f"NumPy **{m['numpy_gflops']:.0f}**" + (f", torch **{torch['gflops']:.0f}**" if torch else "")
+    return (f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores; {flags}{avx512}); NumPy {m['numpy']} with "
+            f"{m['blas']} {m['blas_version']} ({m['blas_kernel']} kernels, {m['blas_threads']} threads); {torch_part}. "
+            f"float32 matmul throughput measured in this run (best of the "
+            f"{' and '.join(f'{n}^3' for n in m['sizes'])} products): {rate} GFLOP/s.")
 
 
 def plot(results, path) -> None:
@@ -587,8 +650,9 @@ def _command(args) -> str:
 
 
 def cpu_main(args) -> str:
-    peak = matmul_gflops(1024) if args.tiny else max(matmul_gflops(2048), matmul_gflops(4096))
-    print(f"float32 matmul throughput: {peak:.0f} GFLOP/s", flush=True)
+    info = machine((1024,) if args.tiny else (2048, 4096))
+    peak = info["numpy_gflops"]
+    print(machine_line(info), flush=True)
     cases = TINY_CASES if args.tiny else [] if args.big_only else CASES
     results = []
     from ..config import preset_config
@@ -623,7 +687,7 @@ def cpu_main(args) -> str:
         print(json.dumps(load), flush=True)
     if args.plot:
         plot([r for r in results if r[1] is not None or r[0].get("weights_dtype") == "float32"], args.plot)
-    return (build_report(results, peak, _command(args)) + "\n" + build_steps_report(steps) + "\n"
+    return (build_report(results, peak, _command(args), info) + "\n" + build_steps_report(steps) + "\n"
             + build_load_report(load) + "\n" + gpu_note() + "\n")
 
 
