@@ -144,7 +144,6 @@ def stage(root: Path, into: Path) -> list[Path]:
         (into / doc).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / doc, into / doc)
     shutil.copytree(root / "images", into / "images")
-    extra = []
     for relative in sorted(files):
         if (root / relative).stat().st_size > MAX_CODE_PAGE:  # data, not code: the raw file, as a download
             (into / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +152,6 @@ def stage(root: Path, into: Path) -> list[Path]:
         page = into / (str(relative) + ".md")  # docname "qvlearn/spec.py": a link to qvlearn/spec.py finds it
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(code_page(root, relative), encoding="utf-8")
-        extra.append(relative)
     for folder in sorted(folders):
         page = into / folder / "index.md"
         page.parent.mkdir(parents=True, exist_ok=True)
