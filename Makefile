@@ -7,8 +7,10 @@
 #               left the tree unchanged
 # Other targets: make setup, make notebooks (re-execute every notebook in a fresh kernel), make site (the course as
 #   a static website in build/site/), make test-next,
-#   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp checked stage by stage and timed:
-#   docs/conformance.md; about 25 minutes on 2 cores from a fresh clone, not part of make test).
+#   make test-slow (the tests marked slow, by hand), make conformance (llama.cpp and mlx-vlm checked stage by
+#   stage, mistral.rs end to end, all timed: docs/conformance.md; about 40 minutes on 2 cores from a fresh clone, not
+#   part of make test), make conformance-quick (the tiny towers on all three, verdicts checked against the
+#   committed results).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -34,7 +36,7 @@ export TRANSFORMERS_VERBOSITY := error
 export PYTHONHASHSEED := 0
 
 .PHONY: setup lab test test-lint test-suite test-notebooks-other test-tree test-next test-slow notebooks clean \
-        conformance gpu-wheels gpu-check gpu-check-dry site test-site browser
+        conformance conformance-quick gpu-wheels gpu-check gpu-check-dry site test-site browser
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
@@ -92,11 +94,18 @@ test-next: $(NEXT)/.installed
 	$(OTHER_NUMERICS) PYTHONPATH=$(CURDIR)/$(NEXT) QVLEARN_EXPECT_TRANSFORMERS=$(NEXT_TRANSFORMERS) \
 	  $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
-# llama.cpp's Qwen-VL towers against transformers, stage by stage, as released and after each of the patches in
-# tools/conformance/patches/, and timed: fetches llama.cpp's pinned source from the package index, builds it in
-# build/conformance/, rewrites docs/conformance.md, docs/conformance/results.json and docs/conformance/taps/.
+# llama.cpp's and mlx-vlm's Qwen-VL towers against transformers, stage by stage, as released and after each of the
+# patches in tools/conformance/patches/ and patches-mlxvlm/, mistral.rs's end to end, all timed: fetches llama.cpp's
+# pinned source and the pinned mlx and mistralrs wheels from the package index into build/conformance/, rewrites
+# docs/conformance.md, docs/conformance/results.json and docs/conformance/taps/. The released widths run mlx on Debian's OpenBLAS
+# (apt-get install libopenblas0-pthread).
 conformance: setup
 	$(PY) tools/conformance/conformance.py
+
+# The tiny towers on every runtime that runs them, no timing (about 10 minutes on 2 cores from nothing): each verdict
+# is checked against the committed docs/conformance/results.json (those at the float32 noise edge are not compared).
+conformance-quick: setup
+	$(PY) tools/conformance/conformance.py --quick
 
 # The GPU path in one command (tools/gpu_check.py). gpu-wheels, on a CPU machine with network: the wheels a GPU machine
 # may lack, in .whl/gpu/ (carried with the repository, at most 64 MiB). gpu-check, on the GPU machine, with its own

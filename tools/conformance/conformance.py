@@ -1,7 +1,11 @@
-"""make conformance: llama.cpp's Qwen-VL vision towers checked stage by stage against transformers, and timed.
+"""make conformance: the Qwen-VL vision towers of llama.cpp and mlx-vlm checked stage by stage against transformers,
+mistral.rs's end to end, and timed.
 
-    python tools/conformance/conformance.py            # everything: fetch, build, run, write the report
-    python tools/conformance/conformance.py --quick    # the tiny towers only (a few minutes once built)
+    python tools/conformance/conformance.py                    # everything: fetch, build, run, write the report
+    python tools/conformance/conformance.py --quick            # the tiny towers, every runtime, no timing: checks
+                                                               # its verdicts against the committed results
+    python tools/conformance/conformance.py --runtime mlx-vlm  # one runtime (the others' results are kept)
+    python tools/conformance/conformance.py --report-only      # docs/conformance.md from results.json
 
 1. fetch: llama.cpp's source as the llama-cpp-python sdist carries it (pinned, checked by sha256), from the package
    index; no git.
@@ -17,8 +21,12 @@
    (qvlearn.tools.llamacpp.taps_from_llamacpp); transformers' and qvlearn's taps of the same image are the reference
    and the noise floor (compare --baseline). When the inputs differ, transformers is run again on llama.cpp's own
    pixel_values, so that the arithmetic is judged apart from the preprocessing.
-5. report: docs/conformance.md and docs/conformance/results.json; the tiny towers' tap files under
-   docs/conformance/taps/ (what notebook 15 reads).
+5. mlx-vlm (tools/conformance/mlxvlm.py) and mistral.rs (tools/conformance/mistralrs_e2e.py): the pinned wheels in
+   build/conformance/, each runtime in a process of its own; see those files.
+6. report: docs/conformance.md and docs/conformance/results.json (the figures the report and notebook 15 read;
+   every stage of every run stays in build/conformance/results-full.json); the tiny towers' tap files under
+   docs/conformance/taps/ (what notebook 15 reads): llama.cpp's and mlx-vlm's, and transformers' with the noise
+   floors in its metadata (qvlearn's own taps regenerate in seconds and are not committed).
 
 Everything it builds and writes besides the report lives in build/conformance/ (ignored). Not part of make test.
 """
@@ -128,6 +136,44 @@ def build(src: Path, build_dir: Path, logfile: Path) -> float:
 PATCHES = sorted((HERE / "patches").glob("*.patch"))
 
 
+def repro(build_dir: Path, src: Path) -> dict:
+    """tools/conformance/repro/ggml_f32_ops.c against this build: ggml alone, each op's max-relative error."""
+    lib = build_dir / "bin"
+    exe = build_dir / "ggml_f32_ops"
+    sh(["gcc", "-O2", HERE / "repro" / "ggml_f32_ops.c", f"-I{src}/ggml/include", f"-L{lib}", "-lggml",
+        "-lggml-base", "-lggml-cpu", "-lm", f"-Wl,-rpath,{lib}", "-o", exe])
+    return {line.split()[1]: float(line.split()[3]) for line in sh([exe]).splitlines() if line.startswith("op ")}
+
+
+def patch_lines(src: Path) -> dict:
+    """{patch: [[file, line], ...]}: where each patch's first changed line is in the source as released (found by
+    its text, so that the patches before it do not shift the line)."""
+    out = {}
+    for patch in PATCHES:
+        spots, path, hunk = [], None, []
+        for line in patch.read_text().splitlines() + ["@@"]:
+            if line.startswith("+++ "):
+                path = line[4:].split("\t")[0].removeprefix("b/")
+            elif line.startswith("@@") or line.startswith("--- "):
+                if path and hunk:
+                    first = next((i for i, h in enumerate(hunk) if h[:1] in "-+"), 0)
+                    context = [h[1:] for h in hunk[:first + 1] if h[:1] in " -"]
+                    text = (src / path).read_text().splitlines()
+                    for n in range(len(text) - len(context) + 1):
+                        if text[n:n + len(context)] == context:
+                            spots.append([path, n + len(context) if hunk[first][:1] == "-" else n + len(context) + 1])
+                            break
+                    else:  # the context holds an earlier patch's line: find the first removed line alone
+                        removed = next((h[1:] for h in hunk if h[:1] == "-"), None)
+                        if removed is not None and text.count(removed) == 1:
+                            spots.append([path, text.index(removed) + 1])
+                hunk = []
+            elif path and line[:1] in " -+":
+                hunk.append(line)
+        out[patch.name] = spots
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 3. towers, snapshots, mmproj files
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,6 +202,10 @@ TOWERS = (
 )
 TIMING_TOWER = Tower("qwen2.5-vl-7b/8", "qwen2.5-vl-7b", {"depth": 8})  # one full-attention block, as llama.cpp
 TIMING_IMAGE = (784, 588)  # 56 x 42 = 2352 patches
+GELU_TIMING_TOWER = Tower("qwen3-vl-8b/8", "qwen3-vl-8b", {"depth": 8, "deepstack_visual_indexes": [2, 5, 7]})
+GELU_TIMING_IMAGE = (896, 672)  # 16-px patches: 56 x 42 = 2352 patches again
+"""The timed towers: Qwen2.5-VL's blocks are SwiGLU (no GELU); Qwen3-VL's blocks use the tanh GELU, whose float16
+table patch 02 removes, so its cost shows in the second one."""
 
 
 def vision_of(tower: Tower):
@@ -307,8 +357,35 @@ def token_cosines(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(num / np.maximum(den, 1e-30)))
 
 
+EDGE = (1 / 3, 3.0)
+"""A verdict is at the noise edge when a stage up to its first failure sits within a factor of 3 of the limit that
+decides it (margin 1 = at the limit): float32 noise on another machine (its BLAS, its CPU, its threads) can move such
+a stage across. The verdict check of --quick compares only verdicts off the edge."""
+
+
+def margin(row) -> float:
+    """How far a stage is from failing: its rel and scale error over the limits compare applies (> 1 fails)."""
+    from qvlearn.tools.taps import BASELINE_FACTOR, BASELINE_MIN_REL, DEFAULT_SCALE_TOL, SCALE_NOISE
+
+    if row.rel != row.rel or row.name in ("pixel_values", "grid_thw", "window_index", "position_ids"):
+        return 0.0 if row.ok else float("inf")
+    parts = [row.rel / RTOL]
+    if row.scale == row.scale:
+        parts.append(row.scale / DEFAULT_SCALE_TOL)
+    if row.floor == row.floor:
+        parts.append(row.rel / max(BASELINE_FACTOR * row.floor, BASELINE_MIN_REL))
+    if row.scale == row.scale and row.scale_floor == row.scale_floor:
+        parts.append(row.scale / max(BASELINE_FACTOR * row.scale_floor, SCALE_NOISE))
+    return max(parts)
+
+
+KEY_STAGES = ("patch_embeds", "pos_embeds", "blocks.0.norm1", "blocks.0.attn", "blocks.0.mlp.act", "embeddings")
+"""The stages whose max-relative error every case keeps in results.json (where each arithmetic departure first
+shows), so that the report can size each departure per family."""
+
+
 def judge(llama: dict, ref: dict, ours: dict) -> dict:
-    """compare --baseline's verdict as data."""
+    """compare --baseline's verdict as data; ``rows`` (every stage) goes to build/conformance only."""
     from qvlearn.tools.taps import compare_taps, exit_code
 
     rows = compare_taps(llama, ref, rtol=RTOL, baseline=ours)
@@ -316,12 +393,69 @@ def judge(llama: dict, ref: dict, ours: dict) -> dict:
     result = {"exit": exit_code(rows), "stages": len(rows), "first": bad[0].name if bad else None,
               "first_rel": float(bad[0].rel) if bad else None, "first_floor": float(bad[0].floor) if bad else None,
               "first_note": bad[0].note if bad else ""}
+    upto = rows[:rows.index(bad[0]) + 1] if bad else rows
+    margins = [(margin(r), r.name) for r in upto]
+    near = [(m, n) for m, n in margins if EDGE[0] <= m <= EDGE[1]]
+    result["edge"] = f"{near[0][1]} at {near[0][0]:.2f} of its limit" if near else None
+    result["at"] = {r.name: float(r.rel) for r in rows if r.name in KEY_STAGES and r.rel == r.rel}
     emb = next(r for r in rows if r.name == "embeddings")
     result["embeddings_rel"] = float(emb.rel)
     same_shape = np.shape(llama["embeddings"]) == np.shape(ref["embeddings"])
     result["embeddings_min_cos"] = token_cosines(llama["embeddings"], ref["embeddings"]) if same_shape else None
-    result["rows"] = [[r.name, float(r.rel), float(r.floor), float(r.cosine), r.ok] for r in rows]
+    result["rows"] = [[r.name, float(r.rel), float(r.floor), float(r.cosine), r.ok, margin(r)] for r in rows]
     return result
+
+
+def lean(results: dict) -> dict:
+    """results without the per-stage rows (kept in build/conformance/results-full.json): what the report and
+    notebook 15 read."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "rows" or not isinstance(v, list) or not v
+                    or not isinstance(v[0], list)}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(results)
+
+
+def verdict_key(case: dict) -> tuple:
+    """What identifies a run in results.json: runtime, tower, image and settings."""
+    return (case.get("runtime", "llama.cpp"), case["tower"], case["image"], case.get("variant"), case.get("mmproj"),
+            case.get("flash"))
+
+
+def verdicts(case: dict):
+    """A run's verdicts (each judged part: exit and first stage), None for one at the noise edge."""
+    parts = {k: v for k, v in case.items() if isinstance(v, dict) and "exit" in v}
+    return {k: (None if v.get("edge") else (v["exit"], v["first"])) for k, v in parts.items()}
+
+
+def check_verdicts(fresh: dict, committed: dict) -> tuple[int, int, list[str]]:
+    """Compare the verdicts of a fresh (quick) run with the committed ones: (agreeing, at the edge, departures)."""
+    old = {verdict_key(c): c for c in all_cases(committed)}
+    agree, edge, differ = 0, 0, []
+    for case in all_cases(fresh):
+        prev = old.get(verdict_key(case))
+        if prev is None:
+            differ.append(f"{verdict_key(case)}: not in the committed results")
+            continue
+        new_v, old_v = verdicts(case), verdicts(prev)
+        for part in new_v:
+            if new_v[part] is None or old_v.get(part) is None:
+                edge += 1
+            elif new_v[part] == old_v.get(part):
+                agree += 1
+            else:
+                differ.append(f"{verdict_key(case)} {part}: {new_v[part]} here, {old_v.get(part)} committed")
+    return agree, edge, differ
+
+
+def all_cases(results: dict) -> list[dict]:
+    """Every judged run of every runtime."""
+    mistral = [c for t in results.get("mistral_rs", {}).get("towers", []) for c in t.get("cases", [])]
+    return list(results.get("cases", [])) + list(results.get("mlx_vlm", {}).get("cases", [])) + mistral
 
 
 COMMIT_STAGES = ("pixel_values", "grid_thw", "position_ids", "window_index", "patch_embeds", "pos_embeds",
@@ -333,15 +467,19 @@ every block's output); a stage above COMMIT_LIMIT bytes (the Qwen3 towers' pixel
 256 patches x 1536 values, for their 65536-pixel minimum) is left out, and grid_thw still says the inputs agree."""
 
 
-def save_committed(path: Path, stages: dict, source: str, config: dict) -> None:
+def save_committed(path: Path, stages: dict, source: str, config: dict, floor_of: dict | None = None) -> None:
+    """Write the COMMIT_STAGES of ``stages``; with ``floor_of`` (qvlearn's taps of the same input), each stage's
+    float32 noise floor goes into the file's metadata (``taps --floors``), so that qvlearn's own taps, which
+    regenerate in seconds, need not be committed and the verdicts read from the files stay the committed ones."""
     import fnmatch
 
-    from qvlearn.tools.taps import save_taps
+    from qvlearn.tools.taps import noise_floors, save_taps
 
     keep = {k: v for k, v in stages.items() if any(fnmatch.fnmatchcase(k, p) for p in COMMIT_STAGES)
             and np.asarray(v).nbytes <= COMMIT_LIMIT}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_taps(path, keep, source=source, config=config)
+    floors = noise_floors(keep, floor_of) if floor_of is not None else None
+    save_taps(path, keep, source=source, config=config, floors=floors)
 
 
 def run_case(variant: str, build_dir: Path, src: Path, tower: Tower, snapshot: Path, pic: Picture, outtype: str,
@@ -370,8 +508,7 @@ def run_case(variant: str, build_dir: Path, src: Path, tower: Tower, snapshot: P
         save_committed(TAPS_DIR / f"{save_as}-llamacpp.safetensors", llama, f"llama.cpp {variant}", config)
         ref_name = TAPS_DIR / f"{tower.name}-{pic.name}-transformers.safetensors"
         if not ref_name.is_file() or variant == "upstream":
-            save_committed(ref_name, ref, "transformers", config)
-            save_committed(TAPS_DIR / f"{tower.name}-{pic.name}-qvlearn.safetensors", ours, "qvlearn", config)
+            save_committed(ref_name, ref, "transformers", config, floor_of=ours)
     return case
 
 
@@ -413,9 +550,8 @@ def time_reference(snapshot: Path, image: Path, repeat: int) -> dict:
     from qvlearn.tools.reference import reference_tower
 
     torch.set_num_threads(THREADS)
-    vision = vision_of(TIMING_TOWER)
-    pv, grid = transformers_inputs(image, vision.family)
     encoder = qvlearn.load_encoder(snapshot)
+    pv, grid = transformers_inputs(image, encoder.config.family)
     tower = reference_tower(snapshot, attn_implementation="sdpa")
     out = {"patches": int(np.prod(grid))}
     for name, fn in (("qvlearn", lambda: encoder(pv, grid)),
@@ -431,11 +567,11 @@ def time_reference(snapshot: Path, image: Path, repeat: int) -> dict:
     return out
 
 
-def timing(builds: dict, src: Path, repeat: int = 3) -> dict:
-    snapshot = write_snapshot(TIMING_TOWER)
+def timing(builds: dict, src: Path, tower: Tower = TIMING_TOWER, size: tuple = TIMING_IMAGE, repeat: int = 3) -> dict:
+    snapshot = write_snapshot(tower)
     for outtype in ("f32", "f16"):
         convert(snapshot, src, outtype, WORK / "logs" / "convert.log")
-    image = image_file(Picture("timing", TIMING_IMAGE, "timing"))
+    image = image_file(Picture("timing", size, "timing"))
     rows = []
     for variant, build_dir in builds.items():
         for outtype in ("f32", "f16"):
@@ -445,15 +581,65 @@ def timing(builds: dict, src: Path, repeat: int = 3) -> dict:
                 median_ms, min_ms = (float(v) for v in stdout.split("encode_ms ")[1].split()[:2])
                 rows.append({"runtime": f"llama.cpp {variant}", "mmproj": outtype, "flash": flash,
                              "median_s": median_ms / 1e3, "min_s": min_ms / 1e3})
-                log(f"  llama.cpp {variant} {outtype} flash {'on' if flash else 'off'}: {median_ms / 1e3:.2f} s")
+                log(f"  {tower.name} llama.cpp {variant} {outtype} flash {'on' if flash else 'off'}: "
+                    f"{median_ms / 1e3:.2f} s")
     env = {v: str(THREADS) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     ref = json.loads(sh([sys.executable, __file__, "--time-reference", snapshot, image, str(repeat)], env=env)
                      .strip().splitlines()[-1])
     for name in ("qvlearn", "transformers"):
         rows.append({"runtime": name, "mmproj": "float32 weights", "flash": None, **ref[name]})
-        log(f"  {name}: {ref[name]['median_s']:.2f} s")
-    return {"tower": TIMING_TOWER.label, "image": list(TIMING_IMAGE), "patches": ref["patches"],
+        log(f"  {tower.name} {name}: {ref[name]['median_s']:.2f} s")
+    return {"tower": tower.label, "name": tower.name, "image": list(size), "patches": ref["patches"],
             "threads": THREADS, "repeat": repeat, "rows": rows}
+
+
+def f16_split(build_dir: Path, src: Path, towers) -> list[dict]:
+    """For the f16 mmproj: how much of its departure is the rounding of the weights, and how much ggml's rounding of
+    the activations. qvlearn runs in float32 on the weights rounded as the converter rounds them (every tensor of
+    two or more dimensions but Qwen3's position table), and llama.cpp with every patch runs the f16 mmproj."""
+    from safetensors.numpy import load_file, save_file
+
+    import qvlearn
+
+    def rel(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+    rows = []
+    for tower in towers:
+        snapshot = write_snapshot(tower)
+        vision = vision_of(tower)
+        pic = next(p for p in pictures(vision.kind.preprocessing["patch_size"]) if p.name == "multiple")
+        image = image_file(pic)
+        embd, _ = run_harness(build_dir, src, snapshot / "mmproj-f16.gguf", image, False,
+                              vision.out_hidden_size * (1 + len(vision.deepstack_visual_indexes)))
+        pv, grid = transformers_inputs(image, vision.family)
+        ref, _ = reference_taps(snapshot, vision.family, pv, grid)
+        rounded = WORK / "f16-weights" / snapshot.name
+        rounded.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "preprocessor_config.json"):
+            shutil.copy(snapshot / f, rounded / f)
+        weights = load_file(snapshot / "model.safetensors")
+        n = 0
+        for k, v in weights.items():
+            if v.ndim >= 2 and not k.endswith("pos_embed.weight"):
+                weights[k] = v.astype(np.float16).astype(np.float32)
+                n += v.size
+        from gguf import GGUFReader  # noqa: PLC0415 (gguf-py from the source tree)
+
+        # the converter splits some tensors (q/k/v, the Conv3d's two frames): count values, not tensors
+        n_f16 = sum(int(t.n_elements) for t in GGUFReader(str(snapshot / "mmproj-f16.gguf")).tensors
+                    if t.tensor_type.name == "F16")
+        if n != n_f16:
+            raise Failed(f"{tower.name}: {n} values rounded, but the f16 mmproj holds {n_f16} in f16")
+        save_file(weights, str(rounded / "model.safetensors"), metadata={"format": "pt"})
+        ours = qvlearn.load_encoder(rounded)(pv, grid)
+        width = vision.out_hidden_size
+        rows.append({"tower": tower.name, "weights": rel(ours, ref["embeddings"]),
+                     "activations": rel(embd[:, :width], ours), "total": rel(embd[:, :width], ref["embeddings"])})
+        log(f"  f16 {tower.name}: weights {rows[-1]['weights']:.1e}, activations {rows[-1]['activations']:.1e}, "
+            f"total {rows[-1]['total']:.1e}")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,37 +673,26 @@ def run_matrix(variant: str, build_dir: Path, src: Path, towers, outtypes, save:
     return cases
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the tiny towers only, no timing (no report written)")
-    parser.add_argument("--time-reference", nargs=3, metavar=("SNAPSHOT", "IMAGE", "REPEAT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.time_reference:
-        snapshot, image, repeat = args.time_reference
-        print(json.dumps(time_reference(Path(snapshot), Path(image), int(repeat))))
-        return 0
-    t_start = time.time()
-    (WORK / "logs").mkdir(parents=True, exist_ok=True)
+RESULTS = DOCS / "conformance" / "results.json"
+RUNTIMES = ("llama.cpp", "mlx-vlm", "mistral.rs")
+
+
+def run_llamacpp(args, results: dict, towers, checkpoint) -> None:
     src, commit = fetch()
     sys.path.insert(0, str(src / "gguf-py"))
     log(f"llama.cpp {commit[:9]}: building the CPU targets (mtmd, llama, ggml) and the harness")
     build_s = build(src, WORK / "llama-build", WORK / "logs" / "build-upstream.log")
     log(f"  built in {build_s:.0f} s")
-    towers = [t for t in TOWERS if t.tiny or not args.quick]
     for tower in towers:
         snapshot = write_snapshot(tower)
         for outtype in ("f32", "f16"):
             convert(snapshot, src, outtype, WORK / "logs" / "convert.log")
     if TAPS_DIR.is_dir() and not args.quick:
-        shutil.rmtree(TAPS_DIR)
-    results = {"llama_cpp": {"sdist": SDIST, "commit": commit}, "threads": THREADS, "rtol": RTOL,
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "build_s": build_s, "cases": [],
-               "steps": []}
-    partial = WORK / "results-partial.json"
-
-    def checkpoint(phase: str) -> None:  # a failure later keeps what was measured (and says where it stopped)
-        partial.write_text(json.dumps({**results, "phase": phase}, indent=1) + "\n")
-
+        for old in TAPS_DIR.glob("*.safetensors"):
+            if args.runtime == "all" or old.name.endswith("-llamacpp.safetensors"):
+                old.unlink()
+    results.update({"llama_cpp": {"sdist": SDIST, "sha256": SDIST_SHA256, "commit": commit}, "build_s": build_s,
+                    "cases": [], "steps": []})
     log("llama.cpp as released")
     results["cases"] += run_matrix("upstream", WORK / "llama-build", src, towers, ("f32", "f16"), not args.quick)
     checkpoint("upstream")
@@ -541,19 +716,90 @@ def main(argv=None) -> int:
                                                       ("patched", steps_build, steps_src))
                         for tower in towers if not tower.tiny for size in REALISTIC]
     checkpoint("grids")
+    results["llama_cpp"]["patch_lines"] = patch_lines(src)
+    results["llama_cpp"]["repro"] = {"upstream": repro(WORK / "llama-build", src),
+                                     "patched": repro(steps_build, steps_src)}
+    log(f"  ggml alone: {results['llama_cpp']['repro']}")
     if not args.quick:
+        log("f16 mmproj: the weights' rounding and the activations'")
+        results["f16_split"] = f16_split(steps_build, steps_src, [t for t in towers if not t.tiny])
+        checkpoint("f16")
         log("timing")
-        results["timing"] = timing({"upstream": WORK / "llama-build", "patched": steps_build}, src)
-    results["total_s"] = time.time() - t_start
-    out = WORK / "results.json" if args.quick else DOCS / "conformance" / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    log(f"wrote {out}")
-    if not args.quick:
-        from report import write_report  # noqa: PLC0415 (tools/conformance/report.py)
+        builds = {"upstream": WORK / "llama-build", "patched": steps_build}
+        results["timings"] = [timing(builds, src), timing(builds, src, GELU_TIMING_TOWER, GELU_TIMING_IMAGE)]
+        results.pop("timing", None)
 
-        write_report(results, DOCS / "conformance.md")
-        log(f"wrote {DOCS / 'conformance.md'} in {results['total_s'] / 60:.0f} min")
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the tiny towers only, no timing: checks its verdicts "
+                        "against the committed results (exit 1 on a disagreement) and writes no report")
+    parser.add_argument("--runtime", choices=("all", *RUNTIMES), default="all",
+                        help="run one runtime; the other's committed results are kept (default: all)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite docs/conformance.md from the committed results.json, running nothing")
+    parser.add_argument("--time-reference", nargs=3, metavar=("SNAPSHOT", "IMAGE", "REPEAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.time_reference:
+        snapshot, image, repeat = args.time_reference
+        print(json.dumps(time_reference(Path(snapshot), Path(image), int(repeat))))
+        return 0
+    from report import write_report  # noqa: PLC0415 (tools/conformance/report.py)
+
+    if args.report_only:
+        write_report(json.loads(RESULTS.read_text()), DOCS / "conformance.md")
+        log(f"wrote {DOCS / 'conformance.md'}")
+        return 0
+    t_start = time.time()
+    (WORK / "logs").mkdir(parents=True, exist_ok=True)
+    committed = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    runtimes = RUNTIMES if args.runtime == "all" else (args.runtime,)
+    results = {} if args.quick else dict(committed)
+    results.update({"threads": THREADS, "rtol": RTOL, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                    "date": time.strftime("%Y-%m-%d")})
+    partial = WORK / "results-partial.json"
+
+    def checkpoint(phase: str) -> None:  # a failure later keeps what was measured (and says where it stopped)
+        partial.write_text(json.dumps({**results, "phase": phase}, indent=1) + "\n")
+
+    towers = [t for t in TOWERS if t.tiny or not args.quick]
+    if "llama.cpp" in runtimes:
+        run_llamacpp(args, results, towers, checkpoint)
+    if "mlx-vlm" in runtimes:
+        import mlxvlm  # noqa: PLC0415 (tools/conformance/mlxvlm.py)
+
+        t0 = time.time()
+        results["mlx_vlm"] = mlxvlm.run(args.quick)
+        results["mlx_vlm"]["duration_s"] = time.time() - t0
+        checkpoint("mlx-vlm")
+    if "mistral.rs" in runtimes:
+        import mistralrs_e2e  # noqa: PLC0415 (tools/conformance/mistralrs_e2e.py)
+
+        t0 = time.time()
+        results["mistral_rs"] = mistralrs_e2e.run(args.quick)
+        results["mistral_rs"]["duration_s"] = time.time() - t0
+        checkpoint("mistral.rs")
+    if args.runtime == "all" or args.quick:
+        results["total_s"] = time.time() - t_start
+        results["whole_run"] = {"runtimes": list(runtimes), "minutes": results["total_s"] / 60}
+    full = WORK / ("results-quick.json" if args.quick else "results-full.json")
+    full.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {full} (every stage of every run)")
+    if args.quick:
+        if not committed:
+            raise Failed(f"{RESULTS} is missing: nothing to check the quick run's verdicts against")
+        agree, edge, differ = check_verdicts(results, committed)
+        log(f"verdicts: {agree} agree with the committed results, {edge} at the noise edge (not compared), "
+            f"{len(differ)} disagree")
+        for line in differ:
+            log(f"  disagrees: {line}")
+        log(f"quick run: {results['total_s'] / 60:.1f} min")
+        return 1 if differ else 0
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(lean(results), indent=1) + "\n")
+    log(f"wrote {RESULTS}")
+    write_report(lean(results), DOCS / "conformance.md")
+    log(f"wrote {DOCS / 'conformance.md'} in {(time.time() - t_start) / 60:.0f} min")
     return 0
 
 
