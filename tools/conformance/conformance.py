@@ -229,12 +229,17 @@ def write_snapshot(tower: Tower) -> Path:
     config["text_config"] = {"hidden_size": vision.out_hidden_size, "num_hidden_layers": 1, "rms_norm_eps": 1e-6,
                              "num_attention_heads": 1, "num_key_value_heads": 1, "vocab_size": 151936}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_preprocessor_config(out, vision)
+    return out
+
+
+def write_preprocessor_config(out: Path, vision) -> None:
+    """The family's released preprocessing as a preprocessor_config.json (every runtime reads its pixel limits)."""
     pre = vision.kind.preprocessing
     (out / "preprocessor_config.json").write_text(json.dumps({
         "image_processor_type": "Qwen2VLImageProcessor", "patch_size": pre["patch_size"], "merge_size": 2,
         "temporal_patch_size": 2, "min_pixels": pre["min_pixels"], "max_pixels": pre["max_pixels"],
         "image_mean": list(pre["mean"]), "image_std": list(pre["std"])}, indent=2) + "\n")
-    return out
 
 
 def convert(snapshot: Path, src: Path, outtype: str, logfile: Path) -> Path:

@@ -29,7 +29,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conformance import TOWERS, WORK, Failed, image_file, log, pictures, sh, transformers_inputs, vision_of
+from conformance import (
+    TOWERS,
+    WORK,
+    Failed,
+    image_file,
+    log,
+    pictures,
+    sh,
+    transformers_inputs,
+    vision_of,
+    write_preprocessor_config,
+)
 
 HERE = Path(__file__).resolve().parent
 SITE = WORK / "mistralrs-site"
@@ -157,11 +168,7 @@ def write_vlm(tower, seed: int = 0, tied: bool = False) -> Path:
     config["qvlearn_vision_config_as_written"] = config["vision_config"]
     config["vision_config"] = {**keep, "model_type": config["vision_config"]["model_type"]}
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    pre = vision.kind.preprocessing
-    (out / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "Qwen2VLImageProcessor", "patch_size": pre["patch_size"], "merge_size": 2,
-        "temporal_patch_size": 2, "min_pixels": pre["min_pixels"], "max_pixels": pre["max_pixels"],
-        "image_mean": list(pre["mean"]), "image_std": list(pre["std"])}, indent=1) + "\n")
+    write_preprocessor_config(out, vision)
     (out / "generation_config.json").write_text(json.dumps({"bos_token_id": FIRST_SPECIAL, "do_sample": False,
                                                             "eos_token_id": [FIRST_SPECIAL + 2]}) + "\n")
     write_tokenizer(out)

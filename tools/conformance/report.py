@@ -812,20 +812,19 @@ def mlx_sections(results) -> list[str]:
     add("A verdict at the **noise edge** is one that a stage within a factor of 3 of its limit decides: on another "
         "machine float32 noise can move it across, so `make conformance-quick` does not compare it.")
     add("")
+    def grid(cell, variant="upstream"):
+        """A tower x image table of the mlx-vlm runs, ``cell(case)`` in each cell."""
+        rows = ["| tower | " + " | ".join(images) + " |", "|---|" + "---|" * len(images)]
+        for t in towers:
+            cells = [mlx_cases(results, variant=variant, tower=t, image=img) for img in images]
+            rows.append(f"| {t} | " + " | ".join(cell(c[0]) if c else "-" for c in cells) + " |")
+        return rows + [""]
+
     for variant, label in (("upstream", "as released"), ("patched", "with every patch")):
         add(f"**The arithmetic, {label}** (the first stage beyond float32 noise, then the output's max-relative "
             "error / lowest per-token cosine):")
         add("")
-        add("| tower | " + " | ".join(images) + " |")
-        add("|---|" + "---|" * len(images))
-        for t in towers:
-            cells = []
-            for img in images:
-                c = mlx_cases(results, variant=variant, tower=t, image=img)
-                cells.append("-" if not c else f"{mlx_verdict(c[0]['arithmetic'])}; out "
-                                               f"{out_cell(c[0]['arithmetic'])}")
-            add(f"| {t} | " + " | ".join(cells) + " |")
-        add("")
+        L.extend(grid(lambda c: f"{mlx_verdict(c['arithmetic'])}; out {out_cell(c['arithmetic'])}", variant))
     add("**The config as written** (the snapshot's own vision_config, which leaves to the defaults what qvlearn's "
         "presets leave to transformers'):")
     add("")
@@ -841,20 +840,13 @@ def mlx_sections(results) -> list[str]:
     add("**The preprocessing** (mlx-vlm's processor on the image file against transformers' "
         "`Qwen2VLImageProcessorPil`: the grids, and where they agree the largest pixel difference):")
     add("")
-    add("| tower | " + " | ".join(images) + " |")
-    add("|---|" + "---|" * len(images))
-    for t in towers:
-        cells = []
-        for img in images:
-            c = mlx_cases(results, variant="upstream", tower=t, image=img)
-            if not c:
-                cells.append("-")
-                continue
-            p = c[0]["preprocessing"]
-            cells.append(f"grid {p['grid_mlx']}, pixels within {fmt(p['pixels_max_abs'])}" if p["same_grid"] else
-                         f"grid {p['grid_mlx']} against {p['grid_ref']}")
-        add(f"| {t} | " + " | ".join(cells) + " |")
-    add("")
+
+    def preprocessing_cell(case):
+        p = case["preprocessing"]
+        return (f"grid {p['grid_mlx']}, pixels within {fmt(p['pixels_max_abs'])}" if p["same_grid"] else
+                f"grid {p['grid_mlx']} against {p['grid_ref']}")
+
+    L.extend(grid(preprocessing_cell))
     worst = max(c["preprocessing"].get("pixels_max_abs", 0) for c in mlx["cases"])
     add(f"The grids agree on every image (smart_resize with Python's `round`, the EXIF orientation applied by "
         f"`load_image`), and the pixels within {fmt(worst)}: the same formula, rounded in another place. mlx-vlm "
