@@ -2,8 +2,9 @@
 mistral.rs's end to end, and timed.
 
     python tools/conformance/conformance.py                    # everything: fetch, build, run, write the report
-    python tools/conformance/conformance.py --quick            # the tiny towers, every runtime, no timing: checks
-                                                               # its verdicts against the committed results
+    python tools/conformance/conformance.py --quick            # the tiny towers, every runtime, no timing, the
+                                                               # llama.cpp patches all at once: checks its
+                                                               # verdicts against the committed results
     python tools/conformance/conformance.py --runtime mlx-vlm  # one runtime (the others' results are kept)
     python tools/conformance/conformance.py --report-only      # docs/conformance.md from results.json
 
@@ -706,8 +707,10 @@ def run_llamacpp(args, results: dict, towers, checkpoint) -> None:
     shutil.copytree(src, steps_src, symlinks=True)
     for k, patch in enumerate(PATCHES, 1):
         sh(["patch", "-p1", "--quiet", "-i", patch], WORK / "logs" / "patch.log", cwd=steps_src)
-        seconds = build(steps_src, steps_build, WORK / "logs" / "build-steps.log")
         last = k == len(PATCHES)
+        if args.quick and not last:  # --quick: every patch at once, one rebuild, one run (as released / patched)
+            continue
+        seconds = build(steps_src, steps_build, WORK / "logs" / "build-steps.log")
         variant = "patched" if last else f"+{patch.stem[:2]}"
         log(f"with patches 01..{patch.stem[:2]} ({patch.name}; rebuilt in {seconds:.0f} s)")
         step_towers = towers if last else [t for t in towers if t.tiny]
@@ -737,8 +740,9 @@ def run_llamacpp(args, results: dict, towers, checkpoint) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the tiny towers only, no timing: checks its verdicts "
-                        "against the committed results (exit 1 on a disagreement) and writes no report")
+    parser.add_argument("--quick", action="store_true", help="the tiny towers only, no timing, llama.cpp's patches "
+                        "applied all at once: checks its verdicts against the committed results (exit 1 on a "
+                        "disagreement) and writes no report")
     parser.add_argument("--runtime", choices=("all", *RUNTIMES), default="all",
                         help="run one runtime; the other's committed results are kept (default: all)")
     parser.add_argument("--report-only", action="store_true",
