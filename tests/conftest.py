@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("QVLEARN_BLAS", "as-is")  # the CLI in a subprocess keeps the BLAS as loaded (tests/test_blas.py)
 
 import numpy as np
 import pytest

@@ -113,3 +113,55 @@ def test_the_report_names_the_machine_its_blas_kernel_and_both_libraries_matmul_
     fake = dict(info, flags=["avx2", "fma", "avx512f", "avx512_vnni"], torch={})
     assert "AVX512F, AVX512_VNNI" in machine_line(fake) and "no AVX-512" not in machine_line(fake)
     assert "torch not installed" in machine_line(fake)
+
+
+def test_the_kernels_report_puts_each_family_beside_transformers():
+    from qvlearn.config import preset_config
+    from qvlearn.cost import forward_flops
+    from qvlearn.tools.bench import INNER, STEPS, build_kernels_report
+
+    def worker(preset, scale, median, depth=0):
+        steps = {"projection": 10 * scale, "attention": 5 * scale, "finish": 20 * scale, "block": 35 * scale,
+                 "outside blocks s": 0.1, "matmul": 50 * scale, "bias": scale, "norm": scale, "activation": scale}
+        return dict(preset=preset, patches=2352, depth=depth, median=median, steps=steps, grid_thw=[[1, 42, 56]],
+                    matmul_gflops=100.0 * scale)
+    rows = [([worker("qwen2.5-vl-7b", 2.0, 8.0, 8), worker("qwen2.5-vl-7b", 1.0, 4.0, 8)],
+             worker("qwen2.5-vl-7b", 4.0, 16.0, 8)),
+            ([dict(preset="qwen2-vl-2b", error=["killed"]), worker("qwen2-vl-2b", 1.0, 1.0)],
+             worker("qwen2-vl-2b", 1, 1))]
+    info = dict(cpu="CPU", arch="x86_64", cores=2, flags=["avx2"], numpy="2", blas="openblas", blas_version="0.3",
+                blas_kernel="Haswell", blas_threads=2, numpy_gflops=100.0, torch={}, sizes=[2048])
+    report = build_kernels_report(rows, ["Haswell", "SkylakeX"], "Haswell", info)
+    assert "| qvlearn Haswell (as loaded) ms | qvlearn SkylakeX ms | transformers ms |" in report
+    assert "| qwen2.5-vl-7b | 8 | 2352 | whole block | 70.0 | 35.0 | 140.0 | 0.50 | 0.25 |" in report
+    assert "| qwen2.5-vl-7b | 8 | 2352 | forward (s) | 8.00 | 4.00 | 16.00 | 0.50 | 0.25 |" in report
+    assert sum(line.startswith("| qwen2.5-vl-7b") for line in report.splitlines()) == len(STEPS) + 2 + len(INNER)
+    assert "| qwen2.5-vl-7b | 8 | 2352 | inside: matmuls of the linear layers (core-ms) | 100.0 | 50.0 | n/a | | |" \
+        in report
+    flops = forward_flops(preset_config("qwen2.5-vl-7b", depth=8, fullatt_block_indexes=[7]), [[1, 42, 56]])
+    floors = [flops / rate / 1e9 for rate in (200.0, 100.0, 400.0)]  # each process's own matmul rate
+    assert (f"| qwen2.5-vl-7b | 8 | 2352 | matmul floor (s): {flops / 1e9:.0f} GFLOP at the process's 2048^3 rate | "
+            f"{floors[0]:.2f} | {floors[1]:.2f} | {floors[2]:.2f} | 2.00 | 4.00 |") in report
+    assert "| qwen2-vl-2b | | | failed: ['killed'] |" in report
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+def test_the_step_clock_times_without_changing_a_bit(checkpoint, mixed_batch_for, preset):
+    """The benchmark's clocked kernel table computes exactly what the engine's does, and its inner timers see
+    every block's matmuls, bias adds, norms and activations (and nothing outside the blocks)."""
+    import numpy as np
+
+    from qvlearn.tools.bench import INNER, _QvlearnSteps
+
+    encoder = qvlearn.load_encoder(checkpoint(preset))
+    pixel_values, grid_thw = mixed_batch_for(encoder.config)
+    clock = _QvlearnSteps()
+    timed = encoder.with_kernels(clock.kernels(encoder.kernels))
+    plain, clocked = encoder(pixel_values, grid_thw), timed(pixel_values, grid_thw)
+    for a, b in zip(plain if isinstance(plain, tuple) else (plain,), clocked if isinstance(clocked, tuple)
+                    else (clocked,)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    steps = clock.per_block(1.0)
+    assert clock.blocks == encoder.config.depth
+    assert all(steps[key] > 0 for key, _ in INNER), steps
+    assert steps["matmul"] < 2 * steps["block"]  # core time of two parts at most: inside the blocks only

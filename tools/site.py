@@ -29,7 +29,7 @@ CONF = Path(__file__).resolve().parent / "site"
 # What the site is made of, in the order of its table of contents (the README is the front page).
 PAGES = ["README.md", "notebooks/*.ipynb", "exercises/README.md", "docs/porting.md", "docs/taps.md",
          "docs/conformance.md", "docs/glossary.md", "docs/design.md", "docs/preprocessing.md", "docs/setup.md",
-         "docs/benchmarks.md", "docs/benchmark_results.md"]
+         "docs/benchmarks.md", "docs/benchmark_results.md", "docs/benchmark_kernels.md"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg"}
 TEXT_SUFFIXES = {".py", ".json", ".txt", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".sh", ".patch", ".diff", ""}
 LEXERS = {".py": "python", ".json": "json", ".toml": "toml", ".cfg": "ini", ".ini": "ini", ".yaml": "yaml",

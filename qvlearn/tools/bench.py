@@ -19,14 +19,17 @@ On a machine without a GPU, ``--gpu`` says so and measures nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -53,6 +56,15 @@ STEPS = [  # (key, what it covers): the steps of a block, as qvlearn.engine.bloc
     ("first half", "norm1 → qkv → RoPE → attention"),
     ("finish", "proj → residual → norm2 → MLP → residual"),
     ("block", "whole block"),
+]
+KERNEL_CASES = [  # --kernels: (preset, h, w, depth; 0 = whole tower): the same tower whole and cut to 8 blocks,
+    # full attention at 9216 patches, Qwen3-VL whole; per step, qvlearn under each OpenBLAS family the CPU runs
+    ("qwen2.5-vl-7b", 588, 784, 0), ("qwen2.5-vl-7b", 588, 784, 8), ("qwen2-vl-2b", 1344, 1344, 4),
+    ("qwen3-vl-8b", 768, 768, 0),
+]
+INNER = [  # qvlearn's kernels inside its blocks, core-ms per block (the row parts run them side by side)
+    ("matmul", "inside: matmuls of the linear layers (core-ms)"), ("bias", "inside: bias adds (core-ms)"),
+    ("norm", "inside: norms (core-ms)"), ("activation", "inside: MLP activations (core-ms)"),
 ]
 BUSY_CASES = [("qwen2-vl-2b", 588, 784)]  # run again beside a competing process
 COMPETITOR = ("import numpy as np\n"  # one core's worth of float32 matmuls, forever (killed by the benchmark)
@@ -174,14 +186,29 @@ def worker(args) -> dict:
         times.append(time.perf_counter() - t0)
         if clock and times[-1] == min(times):  # the steps of the fastest forward
             steps = clock.per_block(times[-1])
+    rate = None
+    if args.steps:  # the process's own float32 matmul rate, after its forwards: the floor of its matmuls
+        if args.worker == "qvlearn":
+            rate = matmul_gflops(2048) if args.backend == "numpy" else None
+        elif args.device == "cpu":
+            a = torch.randn(2048, 2048)
+            a @ a
+            best = min(_timed(lambda: a @ a) for _ in range(5))
+            rate = 2 * 2048 ** 3 / best / 1e9
     result = dict(impl=args.worker, preset=args.preset, height=args.height, width=args.width,
                   patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
                   median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
                   weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
                   weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype,
-                  peak_device=device_peak.peak() if device_peak else None, steps=steps)
+                  peak_device=device_peak.peak() if device_peak else None, steps=steps, matmul_gflops=rate)
     print(json.dumps(result))
     return result
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 class _StepClock:
@@ -210,7 +237,8 @@ class _QvlearnSteps(_StepClock):
     """The three steps of every qvlearn block (:func:`qvlearn.engine.block.vision_block`): ``projection`` (norm1,
     qkv, RoPE: ``K.project``), ``attention`` (``K.attend``) and ``finish`` (proj, residual, norm2, MLP, residual:
     ``K.finish``), and the whole ``block``, timed by a kernel table whose entries wrap the engine's with a clock
-    (:meth:`kernels`)."""
+    (:meth:`kernels`). Inside the blocks, the ``matmul``, ``bias``, ``norm`` and ``activation`` kernels are timed
+    too, summed over the row parts that run them side by side (core time, not wall time)."""
 
     def kernels(self, base):
         """``base`` with its block steps timed."""
@@ -222,11 +250,38 @@ class _QvlearnSteps(_StepClock):
                 return out
             return run
 
+        lock, inside = threading.Lock(), [False]
+
+        def inner(name, fn):  # called from the row parts' threads: summed core time, inside the blocks only
+            def run(*args, **kwargs):
+                t0 = time.perf_counter()
+                out = fn(*args, **kwargs)
+                if inside[0]:
+                    with lock:
+                        self.add(name, time.perf_counter() - t0)
+                return out
+            return run
+
+        def linear(x, weight, bias=None):  # the engine's linear, its matmul and its bias add timed apart
+            y = inner("matmul", lambda: x @ weight.T)()
+            return y if bias is None else inner("bias", lambda: y.__iadd__(bias))()
+
         def counted(*args, **kwargs):
             self.blocks += 1
-            return timed("block", base.block)(*args, **kwargs)
+            inside[0] = True
+            try:
+                return timed("block", base.block)(*args, **kwargs)
+            finally:
+                inside[0] = False
+        from ..engine.kernels import KERNELS
+
+        own_linear = base.linear is KERNELS.linear  # another table's linear (a precision emulation) is timed whole
         return base.replace(project=timed("projection", base.project), attend=timed("attention", base.attend),
-                            finish=timed("finish", base.finish), block=counted)
+                            finish=timed("finish", base.finish), block=counted,
+                            linear=linear if own_linear else inner("matmul", base.linear),
+                            layer_norm=inner("norm", base.layer_norm), rms_norm=inner("norm", base.rms_norm),
+                            activations=MappingProxyType({k: inner("activation", f)
+                                                          for k, f in base.activations.items()}))
 
 
 class _TransformersSteps(_StepClock):
@@ -331,15 +386,91 @@ def _blas_threads():
 
 
 def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32", depth=0, timeout=3600,
-             backend="numpy", device="cpu", torch_dtype="float32", steps=False) -> dict:
+             backend="numpy", device="cpu", torch_dtype="float32", steps=False, coretype=None) -> dict:
+    """One worker process; ``coretype``: OpenBLAS's kernel family for it (``$OPENBLAS_CORETYPE``)."""
     cmd = [sys.executable, "-m", "qvlearn.tools.bench", "--worker", impl, "--preset", preset, "--height", str(height),
            "--width", str(width), "--repeat", str(repeat), "--warmup", str(warmup), "--weights-dtype", weights_dtype,
            "--depth", str(depth), "--backend", backend, "--device", device, "--torch-dtype", torch_dtype]
     cmd += ["--steps"] if steps else []
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, OPENBLAS_CORETYPE=coretype) if coretype else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         return dict(impl=impl, preset=preset, height=height, width=width, error=proc.stderr.strip().splitlines()[-1:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if impl == "qvlearn" and backend == "numpy":
+        from .blas import numpy_blas
+
+        result["blas_kernel"] = coretype or numpy_blas().get("architecture")
+    return result
+
+
+def kernels_main(args) -> str:
+    """``--kernels``: :data:`KERNEL_CASES` step by step, transformers beside qvlearn under OpenBLAS's pick and under
+    every other family of :data:`qvlearn.tools.blas.FAMILIES` this CPU runs, case by case, in one run."""
+    from .blas import cpu_flags, numpy_blas, runnable_families
+
+    info = machine((2048, 4096))
+    choice = getattr(args, "blas_choice", None)
+    info["blas_choice"] = dataclasses.asdict(choice) if choice is not None else None
+    print(machine_line(info), flush=True)
+    picked = numpy_blas().get("architecture")
+    families = [picked] + [f for f in runnable_families(cpu_flags()) if f.lower() != str(picked).lower()]
+    rows = []
+    for preset, h, w, depth in KERNEL_CASES:
+        ours = [run_case("qvlearn", preset, h, w, args.repeat, args.warmup, depth=depth, steps=True,
+                         coretype=None if f == picked else f) for f in families]
+        theirs = run_case("transformers", preset, h, w, args.repeat, args.warmup, depth=depth, steps=True)
+        rows.append((ours, theirs))
+        print(*(json.dumps(r) for r in (*ours, theirs)), sep="\n", flush=True)
+    return build_kernels_report(rows, families, picked, info)
+
+
+def build_kernels_report(rows, families, picked, info) -> str:
+    names = [f"qvlearn {f}" + (" (as loaded)" if f == picked else "") for f in families]
+    lines = ["# Per step, by OpenBLAS kernel family", "", machine_line(info), "",
+             "Command: `python -m qvlearn.bench --kernels`. Milliseconds per block in the fastest of the timed "
+             "forwards (as in the per-step profile); the forward in seconds (median of the timed forwards); ratios "
+             "against transformers. Each column is its own process; \"as loaded\" is the family OpenBLAS runs in the "
+             "benchmark's process.", "",
+             "| tower | blocks | patches | step | " + " | ".join(f"{n} ms" for n in names) + " | transformers ms | "
+             + " | ".join(f"ratio {f}" for f in families) + " |",
+             "|---|---:|---:|---|" + "---:|" * (2 * len(families) + 1)]
+    for ours, theirs in rows:
+        bad = [r for r in (*ours, theirs) if "error" in r or not r.get("steps")]
+        if bad:
+            lines.append(f"| {theirs['preset']} | | | failed: {bad[0].get('error') or 'no steps'} |")
+            continue
+        steps = [dict(r["steps"]) for r in (*ours, theirs)]
+        for d in steps:
+            d["first half"] = d["projection"] + d["attention"]
+        depth = theirs.get("depth") or _full_depth(theirs["preset"])
+        for key, label in STEPS + [("forward", "forward (s)")]:
+            values = ([r["median"] for r in (*ours, theirs)] if key == "forward" else [d[key] for d in steps])
+            fmt = "{:.2f}" if key == "forward" else "{:.1f}"
+            lines.append(f"| {theirs['preset']} | {depth} | {theirs['patches']} | {label} | "
+                         + " | ".join(fmt.format(v) for v in values) + " | "
+                         + " | ".join(f"{v / values[-1]:.2f}" for v in values[:-1]) + " |")
+        for key, label in INNER:
+            if all(key in d for d in steps[:-1]):
+                lines.append(f"| {theirs['preset']} | {depth} | {theirs['patches']} | {label} | "
+                             + " | ".join(f"{d[key]:.1f}" for d in steps[:-1]) + " | n/a |" + " |" * len(ours))
+        if all(r.get("matmul_gflops") for r in (*ours, theirs)):
+            from ..config import preset_config
+
+            flops = forward_flops(preset_config(theirs["preset"], **shortened(theirs["preset"], theirs.get("depth")
+                                                                              or 0)), theirs["grid_thw"])
+            floors = [flops / r["matmul_gflops"] / 1e9 for r in (*ours, theirs)]
+            lines.append(f"| {theirs['preset']} | {depth} | {theirs['patches']} | matmul floor (s): "
+                         f"{flops / 1e9:.0f} GFLOP at the process's 2048^3 rate | "
+                         + " | ".join(f"{v:.2f}" for v in floors) + " | "
+                         + " | ".join(f"{v / floors[-1]:.2f}" for v in floors[:-1]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _full_depth(preset: str) -> int:
+    from ..config import preset_config
+
+    return preset_config(preset).depth
 
 
 def run_load(preset, timeout=600) -> dict:
@@ -550,9 +681,9 @@ def machine(sizes=(2048, 4096)) -> dict:
     """What a reader needs to tell this machine's limits from the engine's: the CPU, its vector flags, NumPy's BLAS
     with the kernel it picked and its threads (threadpoolctl), torch's build, and both libraries' float32 matmul
     throughput measured now (the best of the given square sizes)."""
-    from threadpoolctl import threadpool_info
+    from .blas import numpy_blas
 
-    blas = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    blas = numpy_blas()
     torch = {}
     for size in sizes:
         info = _torch_info(size)
@@ -574,7 +705,19 @@ def machine_line(m: dict) -> str:
     return (f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores; {flags}{avx512}); NumPy {m['numpy']} with "
             f"{m['blas']} {m['blas_version']} ({m['blas_kernel']} kernels, {m['blas_threads']} threads); {torch_part}. "
             f"float32 matmul throughput measured in this run (best of the "
-            f"{' and '.join(f'{n}^3' for n in m['sizes'])} products): {rate} GFLOP/s.")
+            f"{' and '.join(f'{n}^3' for n in m['sizes'])} products): {rate} GFLOP/s.{blas_choice_text(m)}")
+
+
+def blas_choice_text(m: dict) -> str:
+    """The start-up check of OpenBLAS's kernels (:mod:`qvlearn.tools.blas`), as the report says it."""
+    choice = m.get("blas_choice")
+    if not choice:
+        return ""
+    if choice.get("chosen"):
+        return (f" The engine's start-up check: {choice['why']}; so this run uses {choice['chosen']}'s kernels "
+                f"(OPENBLAS_CORETYPE={choice['chosen']}; transformers runs torch's own BLAS either way).")
+    return f" The engine's start-up check: {choice['why']}."
+
 
 
 def plot(results, path) -> None:
@@ -617,6 +760,9 @@ def main(argv=None) -> int:
                         help="skip the runs beside a competing process (another process busy on one core)")
     parser.add_argument("--no-steps", action="store_true",
                         help="skip the per-step profile (time per block step in both implementations)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="only the per-step profile of four towers (7B whole and cut to 8 blocks, 2B at 9216 "
+                             "patches, Qwen3-VL), qvlearn under each OpenBLAS kernel family this CPU runs")
     parser.add_argument("--report", default=None, help="write the Markdown report here (default: print only)")
     parser.add_argument("--plot", default=None, help="write the time-vs-patches plot here")
     parser.add_argument("--worker", choices=["qvlearn", "transformers", "load"], help=argparse.SUPPRESS)
@@ -636,7 +782,12 @@ def main(argv=None) -> int:
         print(f"error: the benchmark times qvlearn against transformers and needs torch and transformers ({exc}); "
               "run it from the project's .venv (make setup) or pip install 'qvlearn[reference]'", file=sys.stderr)
         return 2
-    report = gpu_main(args) if args.gpu else cpu_main(args)
+    args.blas_choice = None
+    if argv is None and not args.gpu:  # the benchmark's own command line: OpenBLAS's kernels chosen as the CLI does
+        from .blas import adopt
+
+        args.blas_choice = adopt(log=lambda line: print(line, file=sys.stderr, flush=True))
+    report = gpu_main(args) if args.gpu else kernels_main(args) if args.kernels else cpu_main(args)
     print(report)
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -651,6 +802,8 @@ def _command(args) -> str:
 
 def cpu_main(args) -> str:
     info = machine((1024,) if args.tiny else (2048, 4096))
+    choice = getattr(args, "blas_choice", None)
+    info["blas_choice"] = dataclasses.asdict(choice) if choice is not None else None
     peak = info["numpy_gflops"]
     print(machine_line(info), flush=True)
     cases = TINY_CASES if args.tiny else [] if args.big_only else CASES

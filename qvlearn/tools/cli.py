@@ -42,6 +42,10 @@ ENCODE_SUFFIXES = (".npy", ".npz", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
+def _backend_name(args) -> str:
+    return args.backend or os.environ.get("QVLEARN_BACKEND") or "numpy"
+
+
 def _log(args):
     return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
 
@@ -534,7 +538,7 @@ def run(argv=None) -> None:
     its temporary was removed as the interrupt unwound (:mod:`qvlearn.atomic`)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _first_interrupt)
-    code = main(argv)
+    code = main(argv, adopt_blas=argv is None)
     if code == 130:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -543,7 +547,10 @@ def run(argv=None) -> None:
     sys.exit(code)
 
 
-def main(argv=None) -> int:
+def main(argv=None, adopt_blas: bool = False) -> int:
+    """The command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit code. ``adopt_blas``: the
+    process's own command line (:func:`run`), which may start again with OpenBLAS's better kernels for this CPU
+    (:func:`qvlearn.tools.blas.adopt`) before ``encode`` or ``taps`` on NumPy does any work."""
     from ..errors import QvlearnError
 
     parser = build_parser()
@@ -558,6 +565,10 @@ def main(argv=None) -> int:
             from ..engine.parallel import set_threads
 
             set_threads(args.threads)
+        if adopt_blas and args.command in ("encode", "taps") and _backend_name(args) == "numpy":
+            from .blas import adopt
+
+            adopt(log=_log(args))
         with warnings.catch_warnings():
             if getattr(args, "quiet", False):
                 warnings.simplefilter("ignore")  # --quiet: Pillow's, NumPy's and qvlearn's warnings too
