@@ -638,13 +638,9 @@ def _f32_bytes(cfg) -> int:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from .blas import cpu_model
+
+    return cpu_model()
 
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
@@ -653,14 +649,10 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnn
 
 def _cpu_flags() -> list[str]:
     """The vector-instruction flags of this CPU that decide the BLAS kernels (from /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in SIMD_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
+    from .blas import cpu_flags
+
+    have = cpu_flags()
+    return [f for f in SIMD_FLAGS if f in have]
 
 
 def _torch_info(size: int) -> dict:
