@@ -143,6 +143,10 @@ def test_the_kernels_report_puts_each_family_beside_transformers():
     assert (f"| qwen2.5-vl-7b | 8 | 2352 | matmul floor (s): {flops / 1e9:.0f} GFLOP at the process's 2048^3 rate | "
             f"{floors[0]:.2f} | {floors[1]:.2f} | {floors[2]:.2f} | 2.00 | 4.00 |") in report
     assert "| qwen2-vl-2b | | | failed: ['killed'] |" in report
+    ignored = dict(worker("qwen3-vl-8b", 1.0, 1.0), blas_kernel="Haswell")  # OPENBLAS_CORETYPE did not take
+    report = build_kernels_report([([worker("qwen3-vl-8b", 1.0, 1.0), ignored], worker("qwen3-vl-8b", 1, 1))],
+                                  ["Haswell", "SkylakeX"], "Haswell", info)
+    assert "| qwen3-vl-8b | | | failed: asked for SkylakeX's kernels, OpenBLAS ran Haswell's |" in report
 
 
 @pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"])

@@ -88,9 +88,13 @@ def shortened(preset: str, depth: int) -> dict:
     return overrides
 
 
-def matmul_gflops(size: int = 4096, repeat: int = 5) -> float:
+def matmul_gflops(size: int = 4096, repeat: int = 5, wrap=None) -> float:
+    """The float32 ``size``³ product's rate in this process (median of ``repeat``), NumPy's, or the library that
+    ``wrap`` hands the arrays to (``torch.from_numpy``: torch's)."""
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b = a.copy()
+    if wrap is not None:
+        a, b = wrap(a), wrap(b)
     a @ b
     times = []
     for _ in range(repeat):
@@ -191,24 +195,21 @@ def worker(args) -> dict:
         if args.worker == "qvlearn":
             rate = matmul_gflops(2048) if args.backend == "numpy" else None
         elif args.device == "cpu":
-            a = torch.randn(2048, 2048)
-            a @ a
-            best = min(_timed(lambda: a @ a) for _ in range(5))
-            rate = 2 * 2048 ** 3 / best / 1e9
+            rate = matmul_gflops(2048, wrap=torch.from_numpy)
+    blas_kernel = None
+    if args.worker == "qvlearn" and args.backend == "numpy":
+        from .blas import numpy_blas
+
+        blas_kernel = numpy_blas().get("architecture")
     result = dict(impl=args.worker, preset=args.preset, height=args.height, width=args.width,
                   patches=int(grid_thw.prod(1).sum()), grid_thw=grid_thw.tolist(), times=times,
                   median=statistics.median(times), peak_rss=_rss("VmHWM"), baseline_rss=baseline,
                   weight_bytes=int(weights), load_seconds=load_seconds, threads=threads,
                   weights_dtype=args.weights_dtype, depth=args.depth, dtype=dtype,
-                  peak_device=device_peak.peak() if device_peak else None, steps=steps, matmul_gflops=rate)
+                  peak_device=device_peak.peak() if device_peak else None, steps=steps, matmul_gflops=rate,
+                  blas_kernel=blas_kernel)
     print(json.dumps(result))
     return result
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 class _StepClock:
@@ -396,12 +397,7 @@ def run_case(impl, preset, height, width, repeat, warmup, weights_dtype="float32
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         return dict(impl=impl, preset=preset, height=height, width=width, error=proc.stderr.strip().splitlines()[-1:])
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if impl == "qvlearn" and backend == "numpy":
-        from .blas import numpy_blas
-
-        result["blas_kernel"] = coretype or numpy_blas().get("architecture")
-    return result
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def kernels_main(args) -> str:
@@ -409,9 +405,7 @@ def kernels_main(args) -> str:
     every other family of :data:`qvlearn.tools.blas.FAMILIES` this CPU runs, case by case, in one run."""
     from .blas import cpu_flags, numpy_blas, runnable_families
 
-    info = machine((2048, 4096))
-    choice = getattr(args, "blas_choice", None)
-    info["blas_choice"] = dataclasses.asdict(choice) if choice is not None else None
+    info = machine((2048, 4096), getattr(args, "blas_choice", None))
     print(machine_line(info), flush=True)
     picked = numpy_blas().get("architecture")
     families = [picked] + [f for f in runnable_families(cpu_flags()) if f.lower() != str(picked).lower()]
@@ -436,9 +430,11 @@ def build_kernels_report(rows, families, picked, info) -> str:
              + " | ".join(f"ratio {f}" for f in families) + " |",
              "|---|---:|---:|---|" + "---:|" * (2 * len(families) + 1)]
     for ours, theirs in rows:
-        bad = [r for r in (*ours, theirs) if "error" in r or not r.get("steps")]
+        bad = [r.get("error") or "no steps" for r in (*ours, theirs) if "error" in r or not r.get("steps")]
+        bad += [f"asked for {f}'s kernels, OpenBLAS ran {r['blas_kernel']}'s" for f, r in zip(families, ours)
+                if r.get("blas_kernel") and str(r["blas_kernel"]).lower() != str(f).lower()]
         if bad:
-            lines.append(f"| {theirs['preset']} | | | failed: {bad[0].get('error') or 'no steps'} |")
+            lines.append(f"| {theirs.get('preset') or ours[0]['preset']} | | | failed: {bad[0]} |")
             continue
         steps = [dict(r["steps"]) for r in (*ours, theirs)]
         for d in steps:
@@ -669,10 +665,11 @@ def _torch_info(size: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
 
 
-def machine(sizes=(2048, 4096)) -> dict:
+def machine(sizes=(2048, 4096), blas_choice=None) -> dict:
     """What a reader needs to tell this machine's limits from the engine's: the CPU, its vector flags, NumPy's BLAS
     with the kernel it picked and its threads (threadpoolctl), torch's build, and both libraries' float32 matmul
-    throughput measured now (the best of the given square sizes)."""
+    throughput measured now (the best of the given square sizes), and the start-up check's ``blas_choice``
+    (:class:`qvlearn.tools.blas.Choice`) when there was one."""
     from .blas import numpy_blas
 
     blas = numpy_blas()
@@ -684,7 +681,8 @@ def machine(sizes=(2048, 4096)) -> dict:
     return dict(cpu=_cpu_name(), arch=platform.machine(), cores=os.cpu_count(), flags=_cpu_flags(),
                 numpy=np.__version__, blas=blas.get("internal_api", "unknown"), blas_version=blas.get("version"),
                 blas_kernel=blas.get("architecture"), blas_threads=blas.get("num_threads"),
-                numpy_gflops=max(matmul_gflops(s) for s in sizes), torch=torch, sizes=list(sizes))
+                numpy_gflops=max(matmul_gflops(s) for s in sizes), torch=torch, sizes=list(sizes),
+                blas_choice=dataclasses.asdict(blas_choice) if blas_choice is not None else None)
 
 
 def machine_line(m: dict) -> str:
@@ -793,9 +791,7 @@ def _command(args) -> str:
 
 
 def cpu_main(args) -> str:
-    info = machine((1024,) if args.tiny else (2048, 4096))
-    choice = getattr(args, "blas_choice", None)
-    info["blas_choice"] = dataclasses.asdict(choice) if choice is not None else None
+    info = machine((1024,) if args.tiny else (2048, 4096), getattr(args, "blas_choice", None))
     peak = info["numpy_gflops"]
     print(machine_line(info), flush=True)
     cases = TINY_CASES if args.tiny else [] if args.big_only else CASES
